@@ -146,16 +146,22 @@ def greedy_policy(probs: torch.Tensor, space_or_graph) -> torch.Tensor:
     return enforce_at_least_one((probs.detach() > 0.5).float(), space_or_graph)
 
 
-def policy_log_prob(actions: torch.Tensor, probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def _clamp(probs: torch.Tensor) -> torch.Tensor:
+    # keep log(p) and log(1 - p) finite; 1 - 1e-8 rounds to 1 in float32, so use the dtype's eps
+    eps = torch.finfo(probs.dtype).eps
+    return probs.clamp(eps, 1.0 - eps)
+
+
+def policy_log_prob(actions: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """log P(actions) under independent Bernoulli(probs), summed over cells and modules: (B,)."""
-    probs = probs.clamp(eps, 1.0 - eps)
+    probs = _clamp(probs)
     ll = actions * torch.log(probs) + (1.0 - actions) * torch.log1p(-probs)  # (B, T, K)
     return ll.flatten(1).sum(1)
 
 
-def policy_entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def policy_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Entropy of the independent Bernoulli policy, summed over cells and modules: (B,)."""
-    p = probs.clamp(eps, 1.0 - eps)
+    p = _clamp(probs)
     h = -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))  # (B, T, K)
     return h.flatten(1).sum(1)
 
