@@ -65,6 +65,34 @@ def _profile_run(args: argparse.Namespace) -> int:
 command("profile", "time every (cell, module) and write the latency look-up table (§4.1)")((_profile_args, _profile_run))
 
 
+# ---- bench ---------------------------------------------------------------------------------------
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from .bench import BENCHMARKS
+
+    p.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    p.add_argument("--quick", action="store_true", help="a reduced version that runs in minutes")
+    p.add_argument("--out", required=True, help="output folder (NAME.json, NAME.md)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult)
+    result = run_bench(args.name, cfg, args.out)
+    print(json.dumps(result["summary"], indent=1, default=float))
+    print(f"wrote {os.path.join(args.out, args.name + '.json')} and .md")
+    return 0
+
+
+command("bench", "run a benchmark and write DIR/NAME.json and DIR/NAME.md")((_bench_args, _bench_run))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instanas", description="InstaNAS reproduction: stages, latency profiling and the notebook book."

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which warns about a missing CUDA toolkit on CPU
+# machines; the warning says nothing about timing, so keep it out of every command's output.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 
 from .controller import Controller
 from .env import describe_environment

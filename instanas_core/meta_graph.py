@@ -134,20 +134,23 @@ class MetaGraph(nn.Module):
         return self.forward_head(self.forward_features(x, policy, execution))
 
     @torch.no_grad()
-    def extract_child(self, policy_row: torch.Tensor) -> "ChildNetwork":
-        """A standalone network holding copies of only the chosen modules.
+    def extract_child(self, policy_row: torch.Tensor, share_weights: bool = False) -> "ChildNetwork":
+        """A standalone network holding only the chosen modules.
 
         policy_row: (T, K) or (1, T, K). Skipped cells vanish; required cells with no module get
-        the default module, exactly as in :meth:`forward`.
+        the default module, exactly as in :meth:`forward`. By default the modules are copied (a
+        deployable network, independent of later training); ``share_weights=True`` returns a
+        view whose modules *are* the meta-graph's, for routed inference without copies.
         """
+        own = (lambda m: m) if share_weights else copy.deepcopy
         policy = self.check_policy(policy_row.reshape(1, self.num_cells, self.num_modules).cpu(), 1)[0]
         cells = []
         for t, cell in enumerate(self.cells):
-            chosen = [copy.deepcopy(cell.branches[k]) for k in range(self.num_modules) if policy[t, k] > 0.5]
+            chosen = [own(cell.branches[k]) for k in range(self.num_modules) if policy[t, k] > 0.5]
             if chosen or not cell.keeps_shape:
                 cells.append(ChildCell(chosen, cell.keeps_shape))
-        child = ChildNetwork(copy.deepcopy(self.stem), cells, copy.deepcopy(self.head), policy.clone())
-        return child.train(self.training)
+        child = ChildNetwork(own(self.stem), cells, own(self.head), policy.clone())
+        return child if share_weights else child.train(self.training)
 
 
 class ChildCell(nn.Module):

@@ -1,0 +1,263 @@
+"""Benchmarks: does instance-awareness save real time, and how good is the latency table?
+
+Each benchmark writes ``DIR/NAME.json`` (raw measurements, a ``summary`` of figures and the
+machine's description) and ``DIR/NAME.md`` (a Markdown table). Timings live here, never in
+tests. ``instanas bench NAME [--quick] --out DIR``.
+
+* ``lut-accuracy``    -- §4.1 / Figure 4: table estimate vs measured child latency at 32, 64, 224.
+* ``routed-latency``  -- batch-1 latency of controller + routed meta-graph vs controller +
+  statically extracted child (the dispatch overhead), the subset and masked paths, our
+  MobileNetV2 path and torchvision's MobileNetV2 1.0 (CIFAR-adapted).
+* ``batched-inference`` -- images/s at batch 256, routed (subset) vs masked, outputs compared.
+* ``train-throughput`` -- images/s of drop-path pre-training steps and of the search's two epoch
+  kinds, subset vs masked, in the same process.
+
+Policies: unless stated otherwise benchmarks use :func:`sample_random_policy` with densities
+drawn from ``U(0.05, 0.6)`` -- the search's reward interval starts at 0.7x the all-modules
+latency and shrinks from there, so searched policies are sparser than the all-modules path. The
+measured mean density is reported with every figure, since any saving scales with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .controller import build_controller
+from .env import describe_environment
+from .latency import TimingConfig, thread_limit, time_callable
+from .meta_graph import build_meta_graph
+from .policy import drop_path_policy, module_path_policy, policy_log_prob, sample_policy, sample_random_policy
+from .profile import ProfileConfig, run_profile
+from .routing import InstaNASNet
+
+__all__ = ["BENCHMARKS", "BenchConfig", "run_bench", "controller_emitting"]
+
+BENCH_DENSITY = (0.05, 0.6)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    quick: bool = False
+    device: str = "cpu"
+    threads: int | None = None  # None: torch's default; latency benchmarks use 1
+    seed: int = 0
+    width_mult: float = 1.0
+
+
+def controller_emitting(controller, policy_row: torch.Tensor):
+    """Make a controller output ``policy_row`` for any input (fc weights 0, bias +-8 logits), so
+    that the routed path's real decision machinery runs but its decision is the one to test."""
+    with torch.no_grad():
+        controller.fc.weight.zero_()
+        controller.fc.bias.copy_((policy_row.flatten().float() * 2 - 1) * 8.0)
+    return controller
+
+
+def _machine(cfg: BenchConfig, threads) -> dict:
+    return describe_environment(cfg.device, threads)
+
+
+def _write(out: Path, name: str, result: dict, table_rows: list[dict]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
+    if table_rows:
+        keys = list(table_rows[0])
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        for row in table_rows:
+            lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
+        m = result["machine"]
+        lines += ["", f"Measured on {m['device_name']} ({m['device']}), {m['threads']} thread(s), torch {m['torch']}, {m['date']}."]
+        (out / f"{name}.md").write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
+    return result
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ---- lut-accuracy --------------------------------------------------------------------------------
+def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
+    plan = {32: 60, 64: 40} if cfg.quick else {32: 500, 64: 500, 224: 500}
+    raw, rows = {}, []
+    for res, n in plan.items():
+        pcfg = ProfileConfig(resolution=res, width_mult=cfg.width_mult, children=n, device=cfg.device,
+                             seed=cfg.seed, threads=cfg.threads or 1)
+        summary = run_profile(pcfg, out / "lut-accuracy" / str(res))
+        raw[res] = summary
+        e = summary["eval"]
+        rows.append({"resolution": res, "children": n, "judged": e["n"], "pearson_r": e["pearson_r"],
+                     "spearman_rho": e["spearman_rho"], "mape_pct": e["mape_pct"],
+                     "within_10pct": e["within_10pct"], "repeat_within_10pct": e["repeat_within_10pct"],
+                     "raw_sum_mape_pct": summary["eval_raw_sum"]["mape_pct"]})
+    result = {"raw": raw, "summary": rows, "machine": _machine(cfg, cfg.threads or 1)}
+    return _write(out, "lut-accuracy", result, rows)
+
+
+# ---- routed-latency ------------------------------------------------------------------------------
+def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
+    from .baselines import build_baseline
+
+    threads = cfg.threads or 1
+    n = 20 if cfg.quick else 100
+    timing = TimingConfig(min_run_time=0.02 if cfg.quick else 0.05, blocks=3 if cfg.quick else 5)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    graph = build_meta_graph(32, cfg.width_mult).to(device).eval()
+    controller = build_controller(graph).to(device).eval()
+    net = InstaNASNet(controller, graph).eval()
+    x = torch.randn(1, 3, 32, 32, device=device)
+    policies = sample_random_policy(graph, n, torch.Generator().manual_seed(cfg.seed), density=BENCH_DENSITY)
+    per_policy = []
+    with thread_limit(threads):
+        for p in policies:
+            controller_emitting(controller, p)
+            child = graph.extract_child(p).to(device).eval()
+            pd = p.unsqueeze(0).to(device)
+
+            def static(child=child):
+                controller(x)
+                return child(x)
+
+            per_policy.append({
+                "density": float(p.mean()),
+                "routed_ms": time_callable(lambda: net(x), timing)["min_ms"],
+                "static_ms": time_callable(static, timing)["min_ms"],
+                "subset_no_cache_ms": time_callable(lambda: (controller(x), graph(x, pd, "subset")), timing)["min_ms"],
+                "masked_ms": time_callable(lambda: (controller(x), graph(x, pd, "masked")), timing)["min_ms"],
+            })
+        path = graph.extract_child(module_path_policy(graph, "ir_k3_e6")[0]).to(device).eval()
+        mbv2 = build_baseline("mobilenetv2-1.0", 32, 10).to(device).eval()
+        refs = {
+            "controller_ms": time_callable(lambda: controller(x), timing)["min_ms"],
+            "meta_mobilenetv2_path_ms": time_callable(lambda: path(x), timing)["min_ms"],
+            "torchvision_mobilenetv2_1.0_ms": time_callable(lambda: mbv2(x), timing)["min_ms"],
+        }
+    ratio = np.array([r["routed_ms"] / r["static_ms"] for r in per_policy])
+    summary = {
+        "policies": n,
+        "mean_density": float(np.mean([r["density"] for r in per_policy])),
+        "routed_over_static_median": float(np.median(ratio)),
+        "dispatch_overhead_pct_median": float(100 * (np.median(ratio) - 1)),
+        "dispatch_overhead_pct_p90": float(100 * (np.percentile(ratio, 90) - 1)),
+        "subset_no_cache_over_static_median": float(np.median([r["subset_no_cache_ms"] / r["static_ms"] for r in per_policy])),
+        "masked_over_routed_median": float(np.median([r["masked_ms"] / r["routed_ms"] for r in per_policy])),
+        "routed_ms_mean": float(np.mean([r["routed_ms"] for r in per_policy])),
+        **refs,
+    }
+    result = {"config": dataclasses.asdict(cfg), "raw": per_policy, "summary": summary, "machine": _machine(cfg, threads)}
+    return _write(out, "routed-latency", result, [{"figure": k, "value": v} for k, v in summary.items()])
+
+
+# ---- batched-inference ---------------------------------------------------------------------------
+def _throughput(fn: Callable[[], object], images: int, repeats: int, device: torch.device) -> float:
+    """Best-of-``repeats`` images per second of ``fn`` (one warm-up call first)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return images / best
+
+
+def bench_batched_inference(cfg: BenchConfig, out: Path) -> dict:
+    batch = 256
+    repeats = 2 if cfg.quick else 5
+    width = min(0.5, cfg.width_mult) if cfg.quick else cfg.width_mult
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    graph = build_meta_graph(32, width).to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    policy = sample_random_policy(graph, batch, torch.Generator().manual_seed(cfg.seed), density=BENCH_DENSITY).to(device)
+    with torch.inference_mode():
+        routed_out = graph(x, policy, "subset")
+        masked_out = graph(x, policy, "masked")
+        max_diff = float((routed_out - masked_out).abs().max())
+        routed = _throughput(lambda: graph(x, policy, "subset"), batch, repeats, device)
+        masked = _throughput(lambda: graph(x, policy, "masked"), batch, repeats, device)
+    summary = {
+        "batch": batch, "width_mult": width, "mean_density": float(policy.float().mean()),
+        "routed_images_per_s": routed, "masked_images_per_s": masked, "speedup": routed / masked,
+        "max_abs_output_diff": max_diff, "outputs_equal": bool(torch.allclose(routed_out, masked_out, rtol=1e-4, atol=1e-4)),
+    }
+    result = {"config": dataclasses.asdict(cfg), "summary": summary, "machine": _machine(cfg, torch.get_num_threads())}
+    return _write(out, "batched-inference", result, [{"figure": k, "value": v} for k, v in summary.items()])
+
+
+# ---- train-throughput ----------------------------------------------------------------------------
+def bench_train_throughput(cfg: BenchConfig, out: Path) -> dict:
+    """Images/s of the three training step kinds, subset vs masked, same process and data.
+
+    * pre-train: drop-path policies (rate 0.5, the end of §3.2's schedule), forward + backward;
+    * search, meta-graph epoch: sampled controller policies shuffled in the batch, fwd + bwd;
+    * search, controller epoch: meta-graph forward without gradient for the sampled and the
+      greedy policy, controller forward + backward through log P (Eq. 1).
+    """
+    batch = 32  # the paper's batch size (§4.2)
+    width = min(0.5, cfg.width_mult) if cfg.quick else cfg.width_mult
+    repeats = 2 if cfg.quick else 4
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    graph = build_meta_graph(32, width).to(device).train()
+    controller = build_controller(graph).to(device).train()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    search_policy = sample_random_policy(graph, batch, gen, density=BENCH_DENSITY).to(device)
+
+    def pretrain_step(execution):
+        policy = drop_path_policy(graph, batch, 0.5, gen).to(device)
+        graph.zero_grad(set_to_none=True)
+        F.cross_entropy(graph(x, policy, execution), y).backward()
+
+    def meta_step(execution):
+        policy = search_policy[torch.randperm(batch, generator=gen).to(device)]  # policy shuffling
+        graph.zero_grad(set_to_none=True)
+        F.cross_entropy(graph(x, policy, execution), y).backward()
+
+    def controller_step(execution):
+        probs = controller(x)
+        sample = sample_policy(probs, graph, alpha=0.8, generator=gen)
+        with torch.no_grad():
+            r = (graph(x, sample.policy, execution).argmax(1) == y).float()
+            rg = (graph(x, (probs.detach() > 0.5).float(), execution).argmax(1) == y).float()
+        controller.zero_grad(set_to_none=True)
+        (-(r - rg) * policy_log_prob(sample.actions, probs)).mean().backward()
+
+    rows = []
+    for name, step in (("pretrain_drop_path", pretrain_step), ("search_meta_graph_epoch", meta_step),
+                       ("search_controller_epoch", controller_step)):
+        fig = {"step": name}
+        for execution in ("subset", "masked"):
+            fig[f"{execution}_images_per_s"] = _throughput(lambda: step(execution), batch, repeats, device)
+        fig["speedup"] = fig["subset_images_per_s"] / fig["masked_images_per_s"]
+        rows.append(fig)
+    summary = {"batch": batch, "width_mult": width, "search_policy_density": float(search_policy.mean()), "steps": rows}
+    result = {"config": dataclasses.asdict(cfg), "summary": summary, "machine": _machine(cfg, torch.get_num_threads())}
+    return _write(out, "train-throughput", result, rows)
+
+
+BENCHMARKS: dict[str, Callable[[BenchConfig, Path], dict]] = {
+    "lut-accuracy": bench_lut_accuracy,
+    "routed-latency": bench_routed_latency,
+    "batched-inference": bench_batched_inference,
+    "train-throughput": bench_train_throughput,
+}
+
+
+def run_bench(name: str, cfg: BenchConfig, out_dir: str | Path) -> dict:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}.")
+    return BENCHMARKS[name](cfg, Path(out_dir))
