@@ -25,7 +25,21 @@ from .policy import (
     sample_policy,
     sample_random_policy,
 )
+from .config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    EvaluateConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    SearchConfig,
+    apply_overrides,
+    get_preset,
+)
 from .latency import LatencyTable
+from .reward import RewardBounds, combined_reward, latency_reward, reference_latencies, resolve_bounds
+from .stages import pick_variants, run_evaluate, run_finetune, run_pretrain, run_search
 from .routing import InstaNASNet
 from .search_space import MODULE_NAMES, SearchSpace, make_search_space, space_size
 
@@ -59,5 +73,25 @@ __all__ = [
     "build_loader",
     "dataset_info",
     "list_datasets",
+    "PRESETS",
+    "Config",
+    "ConfigError",
+    "EvaluateConfig",
+    "ExperimentConfig",
+    "FinetuneConfig",
+    "PretrainConfig",
+    "SearchConfig",
+    "apply_overrides",
+    "get_preset",
+    "RewardBounds",
+    "combined_reward",
+    "latency_reward",
+    "reference_latencies",
+    "resolve_bounds",
+    "pick_variants",
+    "run_evaluate",
+    "run_finetune",
+    "run_pretrain",
+    "run_search",
     "__version__",
 ]

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "resolve_stage_config"]
 
 # name -> (add_arguments, run); run(args) returns an exit status.
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
@@ -91,6 +91,89 @@ def _bench_run(args: argparse.Namespace) -> int:
 
 
 command("bench", "run a benchmark and write DIR/NAME.json and DIR/NAME.md")((_bench_args, _bench_run))
+
+
+# ---- training stages: pretrain, search, finetune, evaluate (§3.1-3.3, §4.2) --------------------
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet "
+                   "(default: the configuration an earlier stage saved in --run-dir)")
+    p.add_argument("--dataset", default=None, help="data set name (overrides the preset's)")
+    p.add_argument("--run-dir", required=True, help="the experiment's run folder; this stage writes RUN/<stage>/")
+    p.add_argument("--resume", action="store_true", help="continue the stage from RUN/<stage>/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="delete RUN/<stage>/ and start the stage again")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (overrides the preset's)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override a setting: field of this stage or of the experiment, or section.field")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def resolve_stage_config(stage: str, args: argparse.Namespace):
+    """The stage's Config: the preset (or the configuration saved by an earlier stage of the
+    same run), then --dataset, --device and --set overrides."""
+    from pathlib import Path
+
+    from .config import ConfigError, apply_overrides, config_from_dict, get_preset
+    from .rundir import load_json
+
+    run = Path(args.run_dir)
+    if args.preset is not None:
+        cfg = get_preset(args.preset)
+    else:
+        saved = sorted(run.glob(f"{stage}*/config.json")) + sorted(run.glob("*/config.json"))
+        if not saved:
+            raise ConfigError(
+                f"--preset is needed for the first stage of a run ({run} has no saved configuration); "
+                "presets: smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet."
+            )
+        cfg = config_from_dict(load_json(saved[0]))
+    extra = []
+    if args.dataset is not None:
+        extra.append(f"experiment.dataset={args.dataset}")
+    if args.device is not None:
+        extra.append(f"experiment.device={args.device}")
+    return apply_overrides(cfg, extra + list(args.overrides), section=stage)
+
+
+def _stage_runner(stage: str):
+    def run(args: argparse.Namespace) -> int:
+        from .data import DatasetError
+        from .stages import STAGE_RUNNERS
+
+        runner, fmt = STAGE_RUNNERS[stage]
+        try:
+            cfg = resolve_stage_config(stage, args)
+            summary = runner(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+        except DatasetError as exc:  # the data layer's errors are not ValueErrors
+            raise ValueError(str(exc)) from None
+        print(fmt(summary))
+        return 0
+
+    return run
+
+
+for _name, _help in (
+    ("pretrain", "stage (a): pre-train the meta-graph with drop-path (§3.2)"),
+    ("search", "stage (b): jointly train controller and meta-graph with the dynamic reward (§3.3)"),
+    ("finetune", "stage (c): fine-tune or re-train the meta-graph under a picked controller (§3.1, §4.2)"),
+    ("evaluate", "accuracy, latency (table and measured), architecture statistics, per-sample records"),
+):
+    command(_name, _help)((_stage_args, _stage_runner(_name)))
+
+
+# ---- book ----------------------------------------------------------------------------------------
+def _book_args(p: argparse.ArgumentParser) -> None:
+    from .book import add_book_arguments
+
+    add_book_arguments(p)
+
+
+def _book_run(args: argparse.Namespace) -> int:
+    from .book import run_book_command
+
+    return run_book_command(args)
+
+
+command("book", "run the notebook book (notebooks/NN_*.py) in order with papermill")((_book_args, _book_run))
 
 
 def build_parser() -> argparse.ArgumentParser:

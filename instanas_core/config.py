@@ -1,0 +1,574 @@
+"""Configuration of the training stages: one frozen dataclass per stage, named presets, and
+``key=value`` overrides (paper §3.1 stages, §3.2 drop-path, §3.3 search, §4.2 hyper-parameters).
+
+A :class:`Config` groups an :class:`ExperimentConfig` (data set, width, device, seeds: what every
+stage of one run shares) with one section per stage:
+
+* ``profile``  -- :class:`~instanas_core.profile.ProfileConfig` (latency look-up table, §4.1);
+  its resolution, width, class count, device and seed are taken from the experiment;
+* ``pretrain`` -- :class:`PretrainConfig` (stage a, §3.2);
+* ``search``   -- :class:`SearchConfig` (stage b, §3.3, Eq. 1-2);
+* ``finetune`` -- :class:`FinetuneConfig` (stage c, §3.1 c and §4.2's re-training);
+* ``evaluate`` -- :class:`EvaluateConfig`.
+
+Presets (:data:`PRESETS`, :func:`get_preset`):
+
+* ``smoke``       -- digits, width 0.25, a few batches: seconds per stage, for tests;
+* ``cpu``         -- digits (embedded data), width 0.5, the 24-channel stage at stride 2:
+  all stages well under 30 minutes on 2 cores;
+* ``cifar10-cpu`` -- CIFAR-10 (JPEG q75), width 0.5, 24-channel stage at stride 2, 300 training
+  and 100 validation/test images per class (3,000 / 1,000 / 1,000), 15/15/8 epochs: a
+  reduced-scale run for the notebook book on 2 cores, *not* the paper's scale;
+* ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet`` -- the paper's settings (§4.2 and the
+  original code's published commands; fields the paper does not state follow the original code
+  and are marked as such below).
+
+Overrides: ``apply_overrides(cfg, ["search.epochs=3", "seed=1"], section="search")`` converts each
+string to the field's type and refuses unknown keys and bad values with one paragraph that lists
+the valid keys. An unqualified key is looked up in ``section`` first, then in ``experiment``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .profile import ProfileConfig
+from .search_space import SearchSpace, make_search_space, stage_table
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "PretrainConfig",
+    "SearchConfig",
+    "FinetuneConfig",
+    "EvaluateConfig",
+    "Config",
+    "STAGES",
+    "PRESETS",
+    "get_preset",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "stage_profile_config",
+]
+
+STAGES = ("profile", "pretrain", "search", "finetune", "evaluate")
+_SCHEDULES = ("cosine", "step", "constant")
+_VARIANTS = ("A", "B", "C", "D", "E")
+
+
+class ConfigError(ValueError):
+    """A configuration value or override that cannot be used; the message lists what can."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(v is not None and v > 0, f"{type(obj).__name__}.{n} must be positive, got {v!r}.")
+
+
+def _non_negative(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(v is not None and v >= 0, f"{type(obj).__name__}.{n} must be >= 0, got {v!r}.")
+
+
+def _optional_positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(v is None or v > 0, f"{type(obj).__name__}.{n} must be positive or none, got {v!r}.")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What every stage of one run shares: data, search space, device, seeds."""
+
+    dataset: str = "digits"
+    data_root: str | None = None  # None: the data layer's default ($INSTANAS_DATA or ./data)
+    width_mult: float = 1.0
+    # 24-channel stage stride: None keeps the paper's (1 at 32 px, 2 at 64/224 px). 2 at 32 px
+    # computes cells 1-16 on 4x fewer pixels (about 7x faster training on 2 CPU cores).
+    stage24_stride: int | None = None
+    train_per_class: int | None = None  # class-balanced subset of the training split
+    eval_per_class: int | None = None  # ... of the validation and test splits
+    data_size: int | None = None  # synthetic-difficulty only: images generated per split
+    data_seed: int = 0  # subsets and synthetic images (independent of the training seed)
+    seed: int = 0  # model initialisation, data order, augmentation, policy sampling
+    device: str = "cpu"
+    augment: bool = True  # the §4.2 training augmentation (crop, flip, Cutout) of the data set
+    num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads while training (None: torch's default)
+    # NHWC tensors: on CPU, depthwise-convolution backward is >10x faster (oneDNN).
+    channels_last: bool = True
+    # Freshly built meta-graphs start every residual cell as the identity: the last BatchNorm of
+    # each branch of a shape-keeping cell gets weight 0 (Goyal et al. 2017; timm's zero_init_last).
+    # Summing five branches over 17 cells otherwise starts with exploding activations.
+    zero_init_residual: bool = True
+
+    def __post_init__(self) -> None:
+        from .data import list_datasets
+
+        known = list_datasets()
+        _check(self.dataset in known, f"unknown dataset {self.dataset!r}; known: {', '.join(known)}.")
+        _positive(self, "width_mult")
+        _check(self.stage24_stride in (None, 1, 2), f"stage24_stride must be 1, 2 or none, got {self.stage24_stride!r}.")
+        _optional_positive(self, "train_per_class", "eval_per_class", "data_size", "threads")
+        _check(
+            self.data_size is None or self.dataset == "synthetic-difficulty",
+            f"data_size only applies to the synthetic-difficulty data set, not {self.dataset!r}.",
+        )
+        _non_negative(self, "num_workers", "seed", "data_seed")
+        _check(
+            self.device == "cpu" or self.device.startswith("cuda"),
+            f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.",
+        )
+
+    @property
+    def info(self):
+        from .data import dataset_info
+
+        return dataset_info(self.dataset)
+
+    def space(self) -> SearchSpace:
+        """The search space this run trains (resolution and classes come from the data set)."""
+        info = self.info
+        overrides = {}
+        if self.stage24_stride is not None:
+            stages = list(stage_table(info.resolution))
+            stages[1] = dataclasses.replace(stages[1], stride=self.stage24_stride)
+            overrides["stages"] = tuple(stages)
+        return make_search_space(info.resolution, self.width_mult, info.num_classes, **overrides)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Stage (a), §3.2: the meta-graph on the task loss with drop-path.
+
+    The drop-path rate is 0 for the first ``drop_start`` share of the epochs, then rises linearly
+    (per epoch) to ``drop_max`` at the last epoch; the at-least-one rule is kept and dropped
+    modules are not computed. Paper: SGD, lr 0.1, batch 32; the original code's defaults for what
+    the paper does not state: momentum 0.9 with Nesterov, weight decay 1e-4, 164 epochs, lr x0.1 at
+    1/2 and 3/4 of training (``schedule="step"``).
+    """
+
+    epochs: int = 164
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # cosine (per step) | step (x0.1 at 1/2 and 3/4) | constant
+    drop_start: float = 0.5
+    drop_max: float = 0.5
+    max_steps_per_epoch: int | None = None  # debug / smoke: stop each epoch early
+    stop_after_epoch: int | None = None  # debug: stop (as if interrupted) once this epoch is done
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr")
+        _non_negative(self, "momentum", "weight_decay")
+        _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        _check(0.0 <= self.drop_start <= 1.0, f"drop_start must lie in [0, 1], got {self.drop_start}.")
+        _check(0.0 <= self.drop_max < 1.0, f"drop_max must lie in [0, 1), got {self.drop_max}.")
+        _optional_positive(self, "max_steps_per_epoch")
+        _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Stage (b), §3.3: alternate a controller epoch (meta-graph fixed, policy gradient, Eq. 1)
+    and a meta-graph epoch (controller fixed, policy random shuffling).
+
+    Controller loss per batch (A3C's sign convention, which is also the original code's)::
+
+        loss = -mean[(R(sampled) - R(greedy)) * log P(sampled | p')] - entropy_bonus * mean[H(p')]
+
+    where ``p' = alpha * p + (1 - alpha) * (1 - p)`` is the distribution actually sampled and
+    ``H`` the Bernoulli entropy summed over cells and modules. A positive ``entropy_bonus``
+    *maximises* entropy (more exploration: the effect the paper describes, "improves
+    exploration", and what the original code did with beta = 0.8); a negative value minimises it,
+    the paper's literal wording "entropy minimization ... more deterministic policy".
+
+    Reward (Eq. 2): ``R = R_T * R_A`` if ``R_T > 0`` else ``R_T``, with ``R_T = reward_correct``
+    for a correct prediction and ``reward_wrong`` otherwise, and ``R_A`` the quadratic latency
+    reward between ``L_t`` and ``U_t``. Bounds default to the look-up table's latencies like the
+    original code: ``U`` from ``upper_start_factor`` x the all-modules latency down to
+    ``upper_end_factor`` x the MobileNetV2 path (every cell ``ir_k3_e6``), linearly over the
+    epochs; ``L`` at the cheapest valid path. ``*_ms`` fields override them in milliseconds.
+
+    Paper/original code: Adam lr 5e-4, batch 32, alpha 0.8, entropy 0.8, reward +30/0, 500 epochs
+    on CIFAR-10; the meta-graph's optimiser in the search is SGD at the controller's lr without
+    momentum (the original code's default, ``net_lr = lr``).
+    """
+
+    epochs: int = 500
+    batch_size: int = 32
+    controller_lr: float = 5e-4
+    controller_weight_decay: float = 0.0
+    controller_lr_step: int | None = None  # lr x0.1 every N epochs (None: constant)
+    graph_lr: float = 5e-4
+    graph_momentum: float = 0.0
+    graph_weight_decay: float = 0.0
+    alpha: float = 0.8
+    entropy_bonus: float = 0.8
+    reward_correct: float = 30.0
+    reward_wrong: float = 0.0
+    upper_start_factor: float = 0.7
+    upper_end_factor: float = 0.5
+    upper_start_ms: float | None = None
+    upper_end_ms: float | None = None
+    lower_start_ms: float | None = None  # None: the cheapest valid path's latency
+    lower_end_ms: float | None = None
+    train_meta_graph: bool = True  # the meta-graph epoch of each cycle (off: controller only)
+    policy_shuffle: bool = True
+    keep_graph_checkpoints: bool = True  # meta-graph in every epoch's checkpoint (controller always)
+    measure_samples: int = 8  # validation samples whose routed latency is timed each epoch (0: off)
+    measure_min_run_time: float = 0.01
+    measure_blocks: int = 2
+    max_steps_per_epoch: int | None = None
+    stop_after_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "controller_lr", "graph_lr", "measure_min_run_time", "measure_blocks")
+        _non_negative(self, "controller_weight_decay", "graph_momentum", "graph_weight_decay", "measure_samples")
+        _check(0.0 <= self.alpha <= 1.0, f"alpha must lie in [0, 1], got {self.alpha}.")
+        _check(self.reward_correct > 0, f"reward_correct must be positive (Eq. 2), got {self.reward_correct}.")
+        _check(self.reward_wrong <= 0, f"reward_wrong must be <= 0 (Eq. 2 uses R_T alone then), got {self.reward_wrong}.")
+        _positive(self, "upper_start_factor", "upper_end_factor")
+        _optional_positive(self, "upper_start_ms", "upper_end_ms", "controller_lr_step", "max_steps_per_epoch")
+        for n in ("lower_start_ms", "lower_end_ms"):
+            _check(getattr(self, n) is None or getattr(self, n) >= 0, f"{n} must be >= 0 or none.")
+        if self.upper_end_ms is not None and self.lower_end_ms is not None:
+            _check(self.upper_end_ms > self.lower_end_ms, "upper_end_ms must exceed lower_end_ms.")
+        if self.upper_start_ms is not None and self.upper_end_ms is not None:
+            _check(self.upper_start_ms >= self.upper_end_ms, "upper_start_ms must be >= upper_end_ms (U_t shrinks).")
+        _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Stage (c): train the meta-graph on the greedy policies of a fixed, picked controller.
+
+    ``mode="finetune"`` starts from the search's meta-graph (the picked epoch's, when kept) and
+    by default uses the original code's fine-tuning optimiser (SGD, Nesterov momentum 0.9, lr 1e-3,
+    weight decay 4e-5, cosine); ``mode="retrain"`` starts from freshly initialised weights, as the
+    paper did for its reported numbers (§4.2: Adam, lr 0.01, cosine annealing). ``optimizer``,
+    ``lr`` and ``weight_decay`` left at ``None`` take the mode's defaults.
+
+    ``variant``: ``A``..``E`` (picked from the search's checkpoints along the validation
+    accuracy/latency front, A most accurate, E fastest), ``epoch:N`` or ``last``.
+    ``out_dir``: the stage folder inside the run (``finetune`` by default; use e.g.
+    ``finetune-B`` to keep several variants).
+    """
+
+    variant: str = "C"
+    mode: str = "finetune"
+    epochs: int = 300
+    batch_size: int = 32
+    optimizer: str | None = None  # sgd | adam
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    out_dir: str = "finetune"
+    max_steps_per_epoch: int | None = None
+    stop_after_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size")
+        _optional_positive(self, "lr", "max_steps_per_epoch")
+        _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay must be >= 0 or none.")
+        _check(self.mode in ("finetune", "retrain"), f"mode must be 'finetune' or 'retrain', got {self.mode!r}.")
+        _check(self.optimizer in (None, "sgd", "adam"), f"optimizer must be sgd, adam or none, got {self.optimizer!r}.")
+        _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        _check(_valid_variant(self.variant), f"variant must be one of A-E, 'epoch:N' or 'last', got {self.variant!r}.")
+        _check(
+            bool(self.out_dir) and "/" not in self.out_dir and self.out_dir not in ("profile", "pretrain", "search", "evaluate"),
+            f"out_dir must be a plain folder name other than another stage's, got {self.out_dir!r}.",
+        )
+        _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+
+    @property
+    def resolved_optimizer(self) -> str:
+        return self.optimizer or ("sgd" if self.mode == "finetune" else "adam")
+
+    @property
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.resolved_optimizer == "sgd" else 0.01
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 4e-5 if self.resolved_optimizer == "sgd" else 0.0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Accuracy, per-sample latency (table estimate and real routed latency, controller
+    included), architecture statistics and per-sample records.
+
+    ``source``: the stage folder whose model is evaluated (``finetune``, any fine-tune
+    ``out_dir``, or ``search``, which evaluates ``variant``'s search checkpoint as is).
+    ``split``: ``test`` for reported numbers (never used for selection), or ``val``.
+    """
+
+    source: str = "finetune"
+    variant: str = "C"  # only for source="search"
+    split: str = "test"
+    batch_size: int = 128
+    measure_samples: int = 32  # samples whose routed latency is timed at batch 1 (0: off)
+    measure_min_run_time: float = 0.05
+    measure_blocks: int = 3
+    measure_threads: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "measure_min_run_time", "measure_blocks", "measure_threads")
+        _non_negative(self, "measure_samples")
+        _check(self.split in ("val", "test", "train"), f"split must be val, test or train, got {self.split!r}.")
+        _check(_valid_variant(self.variant), f"variant must be one of A-E, 'epoch:N' or 'last', got {self.variant!r}.")
+        _check(bool(self.source) and "/" not in self.source, f"source must be a stage folder name, got {self.source!r}.")
+
+
+def _valid_variant(v: str) -> bool:
+    if v in _VARIANTS or v == "last":
+        return True
+    if v.startswith("epoch:"):
+        return v[6:].isdigit()
+    return False
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment: the shared settings plus one section per stage."""
+
+    preset: str = "custom"
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+_SECTIONS = ("experiment",) + STAGES
+
+
+def stage_profile_config(cfg: Config) -> ProfileConfig:
+    """The profile section with resolution, width, classes, device and seed of the experiment."""
+    exp = cfg.experiment
+    info = exp.info
+    return dataclasses.replace(
+        cfg.profile,
+        resolution=info.resolution,
+        width_mult=exp.width_mult,
+        num_classes=info.num_classes,
+        device=exp.device,
+        seed=exp.seed,
+    )
+
+
+# ---- presets -----------------------------------------------------------------------------------
+def _smoke() -> Config:
+    return Config(
+        preset="smoke",
+        experiment=ExperimentConfig(dataset="digits", width_mult=0.25, train_per_class=10, eval_per_class=5, threads=1),
+        profile=ProfileConfig(min_run_time=0.005, blocks=2),
+        pretrain=PretrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="cosine", max_steps_per_epoch=3),
+        search=SearchConfig(
+            epochs=3, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9,
+            max_steps_per_epoch=2, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1,
+        ),
+        finetune=FinetuneConfig(epochs=2, batch_size=32, max_steps_per_epoch=2),
+        evaluate=EvaluateConfig(batch_size=64, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1),
+    )
+
+
+def _cpu() -> Config:
+    # Digits at width 0.5 with the 24-channel stage at stride 2, one intra-op thread (at these
+    # sizes a second thread gains little and, on a shared machine, can cost a lot). Measured on
+    # the 2-core build machine: pretrain 4.8 min, search 4.8 min, finetune 0.5, evaluate 0.1. Reduced
+    # scale: 12 search epochs instead of 500, so U_t falls ~40x faster per step; alpha 0.9 and
+    # U_end = 0.8 x the MobileNetV2 path keep the end of the schedule reachable by sampled
+    # policies, and a small entropy bonus lets the policy sharpen within the short search.
+    return Config(
+        preset="cpu",
+        experiment=ExperimentConfig(dataset="digits", width_mult=0.5, stage24_stride=2, threads=1),
+        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=16),
+        pretrain=PretrainConfig(epochs=12, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
+        search=SearchConfig(
+            epochs=12, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
+            entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
+        ),
+        finetune=FinetuneConfig(epochs=6, batch_size=32, lr=0.01),
+        evaluate=EvaluateConfig(measure_samples=16, measure_min_run_time=0.02, measure_blocks=2),
+    )
+
+
+def _cifar10_cpu() -> Config:
+    # CIFAR-10 (JPEG q75), 300 training and 100 validation/test images per class (3,000 / 1,000 /
+    # 1,000), width 0.5, 24-channel stage at stride 2, one thread. Measured on the 2-core build
+    # machine: 62 s per pre-training epoch, 93 s per search epoch (+ ~50 s profiling), so about
+    # 16 + 24 + 7 minutes for the three stages.
+    return Config(
+        preset="cifar10-cpu",
+        experiment=ExperimentConfig(
+            dataset="cifar10-jpeg", width_mult=0.5, stage24_stride=2, train_per_class=300, eval_per_class=100, threads=1
+        ),
+        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=16),
+        pretrain=PretrainConfig(epochs=15, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
+        search=SearchConfig(
+            epochs=15, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
+            entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
+        ),
+        finetune=FinetuneConfig(epochs=8, batch_size=32, lr=0.01),
+        evaluate=EvaluateConfig(measure_samples=32, measure_min_run_time=0.02, measure_blocks=2),
+    )
+
+
+def _paper(dataset: str) -> Config:
+    # §4.2 and the original code's published commands; 'retrain' is what the paper reports.
+    return Config(
+        preset=dataset,
+        experiment=ExperimentConfig(dataset=dataset, width_mult=1.0, num_workers=4),
+        profile=ProfileConfig(min_run_time=0.05, blocks=5, children=64),
+        pretrain=PretrainConfig(),
+        search=SearchConfig(keep_graph_checkpoints=False, measure_samples=16),
+        finetune=FinetuneConfig(mode="retrain", epochs=300, batch_size=32),
+        evaluate=EvaluateConfig(measure_samples=100),
+    )
+
+
+PRESETS: dict[str, Any] = {
+    "smoke": _smoke,
+    "cpu": _cpu,
+    "cifar10-cpu": _cifar10_cpu,
+    "cifar10": lambda: _paper("cifar10"),
+    "cifar100": lambda: _paper("cifar100"),
+    "tinyimagenet": lambda: _paper("tinyimagenet"),
+    "imagenet": lambda: _paper("imagenet"),
+}
+
+
+def get_preset(name: str) -> Config:
+    """A fresh :class:`Config` for preset ``name`` (see the module docstring)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}.")
+    return PRESETS[name]()
+
+
+# ---- overrides ---------------------------------------------------------------------------------
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_NONE = ("none", "null")
+
+
+def _convert(text: str, hint: Any, key: str) -> Any:
+    """``text`` as a value of type ``hint`` (bool, int, float, str, or X | None)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if text.strip().lower() in _NONE:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        hint = inner[0]
+    if hint is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{key} expects true or false, got {text!r}.")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key} expects an integer, got {text!r}.") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key} expects a number, got {text!r}.") from None
+    if hint is str:
+        return text
+    raise ConfigError(f"{key} cannot be set from the command line (type {hint}).")
+
+
+def _hints(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _valid_keys(cfg: Config, section: str | None) -> str:
+    parts = []
+    for sec in _SECTIONS:
+        names = [f.name for f in dataclasses.fields(getattr(cfg, sec))]
+        mark = " (may be given unqualified)" if sec in ("experiment", section) else ""
+        parts.append(f"{sec}{mark}: {', '.join(names)}")
+    return "; ".join(parts)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section: str | None = None) -> Config:
+    """Apply ``key=value`` strings; ``key`` is ``section.field`` or a bare field of ``section``
+    or of ``experiment``. Returns a new Config; values are validated by each section's
+    ``__post_init__``."""
+    if section is not None and section not in STAGES:
+        raise ConfigError(f"unknown stage {section!r}; stages: {', '.join(STAGES)}.")
+    changes: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value. Valid keys: {_valid_keys(cfg, section)}.")
+        key, text = (s.strip() for s in item.split("=", 1))
+        if "." in key:
+            sec, name = key.split(".", 1)
+            if sec not in _SECTIONS:
+                raise ConfigError(f"unknown section {sec!r} in {item!r}. Valid keys: {_valid_keys(cfg, section)}.")
+        else:
+            sec, name = None, key
+            for candidate in ([section] if section else []) + ["experiment"]:
+                if name in {f.name for f in dataclasses.fields(getattr(cfg, candidate))}:
+                    sec = candidate
+                    break
+            if sec is None:
+                raise ConfigError(f"unknown setting {key!r}. Valid keys: {_valid_keys(cfg, section)}.")
+        obj = getattr(cfg, sec)
+        hints = _hints(obj)
+        if name not in hints:
+            raise ConfigError(f"unknown setting {sec}.{name!r}. Valid keys: {_valid_keys(cfg, section)}.")
+        changes.setdefault(sec, {})[name] = _convert(text, hints[name], f"{sec}.{name}")
+    new = {}
+    for sec, values in changes.items():
+        try:
+            new[sec] = dataclasses.replace(getattr(cfg, sec), **values)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # ProfileConfig's own checks
+            raise ConfigError(str(exc)) from None
+    return dataclasses.replace(cfg, **new)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict) -> Config:
+    """Inverse of :func:`config_to_dict`; unknown keys are refused (a config from another
+    version of the code should be looked at, not silently half-read)."""
+    kinds = {
+        "experiment": ExperimentConfig,
+        "profile": ProfileConfig,
+        "pretrain": PretrainConfig,
+        "search": SearchConfig,
+        "finetune": FinetuneConfig,
+        "evaluate": EvaluateConfig,
+    }
+    try:
+        return Config(preset=d.get("preset", "custom"), **{k: kinds[k](**d[k]) for k in kinds if k in d})
+    except TypeError as exc:
+        raise ConfigError(f"saved configuration does not match this version of the code: {exc}.") from None

@@ -1,0 +1,616 @@
+"""Every figure of the notebook book, one function each (paper Figures 1, 4-8 and the book's own
+diagnostics). A function takes data, not file names, and returns a ``matplotlib.figure.Figure``
+built without ``pyplot``, so no global figure state leaks between calls, kernels or tests;
+:func:`save_figure` writes it to ``RUN/figures/NAME.png`` (150 dpi) and ``NAME.pdf``.
+
+Conventions: latency in milliseconds per image at batch 1 (the paper's tables print seconds;
+compare those only as ratios), accuracy and error in percent. Every function takes ``context``,
+a second title line naming the preset, data set and device (the notebooks pass
+``BookContext.label``), so a figure that leaves the book still says what it shows.
+
+UMAP (Figure 8) is imported only inside :func:`umap_embed`: importing umap-learn compiles numba
+code for about ten seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+__all__ = [
+    "FIGURE_DPI",
+    "save_figure",
+    "class_counts",
+    "pareto_frontier",
+    "plot_sample_grid",
+    "plot_class_balance",
+    "plot_lut_heatmap",
+    "plot_latency_correlation",
+    "plot_training_curves",
+    "plot_reward_bounds",
+    "plot_accuracy_vs_latency",
+    "plot_latency_distribution",
+    "plot_tradeoff_frontier",
+    "plot_sorted_by_latency",
+    "plot_difficulty_vs_latency",
+    "umap_embed",
+    "plot_umap",
+]
+
+FIGURE_DPI = 150
+LATENCY_LABEL = "latency per image (ms, batch 1)"
+BOX_COLORS = ("tab:green", "black", "tab:purple", "tab:orange", "tab:brown", "tab:pink")
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def save_figure(fig: Figure, run_dir: str | Path, name: str, dpi: int = FIGURE_DPI) -> dict[str, Path]:
+    """Write ``fig`` as ``RUN/figures/NAME.png`` and ``.pdf``; returns ``{"png": path, "pdf": path}``."""
+    if not name or Path(name).name != name or name.endswith((".png", ".pdf")):
+        raise ValueError(f"figure name must be a bare file stem such as '01_lut_heatmap', got {name!r}.")
+    out = Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf"}
+    fig.savefig(paths["png"], dpi=dpi)
+    fig.savefig(paths["pdf"])
+    return paths
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _title(fig_or_ax: Any, title: str, context: str = "") -> None:
+    """Title plus a context line, each wrapped to the figure's width so that none is clipped."""
+    fig = fig_or_ax if isinstance(fig_or_ax, Figure) else fig_or_ax.figure
+    width = max(30, int(fig.get_figwidth() * 10.5))  # characters per line at ~10-11 pt
+    lines = [textwrap.fill(part, width) for part in (*title.split("\n"), context) if part]
+    if isinstance(fig_or_ax, Figure):
+        fig_or_ax.suptitle("\n".join(lines), fontsize=11)
+    else:
+        fig_or_ax.set_title("\n".join(lines), fontsize=10)
+
+
+def _columns(data: Any) -> dict[str, np.ndarray]:
+    """Column name -> array, from a pandas DataFrame, a mapping of columns or a list of row dicts."""
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame, without importing pandas
+        return {str(c): np.asarray(data[c]) for c in data.columns}
+    if isinstance(data, Mapping):
+        return {str(k): np.asarray(v) for k, v in data.items()}
+    rows = list(data)
+    if not rows:
+        raise ValueError("no rows to plot.")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: np.asarray([r.get(k, np.nan) for r in rows]) for k in keys}
+
+
+def _to_float(a: Any) -> np.ndarray:
+    """Floats from a tensor, an array or CSV strings (an empty field becomes NaN)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype.kind in "OUS":  # strings, as csv.DictReader gives them
+        return np.array([float(v) if v not in ("", None) else np.nan for v in a.ravel()]).reshape(a.shape)
+    return a.astype(np.float64)
+
+
+def _to_hwc(image: Any) -> np.ndarray:
+    """One image as (H, W, 3) floats in [0, 1] from uint8 or float, HWC or CHW, tensor or array."""
+    a = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.transpose(a, (1, 2, 0))  # (C, H, W) -> (H, W, C)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    a = a.astype(np.float64)
+    if a.min() < 0.0 or a.max() > 1.0:  # normalised floats: stretch into view
+        a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+    return a
+
+
+def _dataset_image(dataset: Any, index: int, transformed: bool = False) -> np.ndarray:
+    """Image ``index`` of a data set as (H, W, 3) in [0, 1]: the stored image, or with
+    ``transformed`` the item as the network sees it (augmented), un-normalised."""
+    images = getattr(dataset, "images", None)
+    if images is not None and not transformed:  # ArrayDataset (also through WithIndex): stored uint8
+        return _to_hwc(images[index])
+    x = dataset[index][0]
+    info = getattr(dataset, "info", None)
+    if info is not None and hasattr(x, "detach") and x.dtype.is_floating_point:
+        mean = np.asarray(info.mean).reshape(3, 1, 1)
+        std = np.asarray(info.std).reshape(3, 1, 1)
+        return np.clip(np.transpose(x.numpy() * std + mean, (1, 2, 0)), 0.0, 1.0)
+    return _to_hwc(x)
+
+
+def _dataset_title(dataset: Any) -> str:
+    info = getattr(dataset, "info", None)
+    return info.title if info is not None else type(dataset).__name__
+
+
+def class_counts(dataset_or_labels: Any, num_classes: int | None = None) -> np.ndarray:
+    """Images per class, from a data set with ``targets`` or from an array of labels."""
+    labels = getattr(dataset_or_labels, "targets", dataset_or_labels)
+    labels = np.asarray(labels.numpy() if hasattr(labels, "numpy") else labels, dtype=np.int64)
+    info = getattr(dataset_or_labels, "info", None)
+    n = num_classes or (info.num_classes if info is not None else int(labels.max(initial=-1)) + 1)
+    return np.bincount(labels, minlength=n)
+
+
+def pareto_frontier(latency: Sequence[float], error: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point beats on both latency and error, by latency."""
+    lat, err = _to_float(latency), _to_float(error)
+    order = np.lexsort((err, lat))  # by latency, ties by error
+    keep, best = [], math.inf
+    for i in order:
+        if err[i] < best:
+            keep.append(i)
+            best = err[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+# ---- notebook 00: the data -----------------------------------------------------------------------
+def plot_sample_grid(
+    dataset: Any, n_per_class: int = 8, seed: int = 0, transformed: bool = False, context: str = "", title: str | None = None
+) -> Figure:
+    """Rows are classes, columns ``n_per_class`` images of that class drawn with ``seed``;
+    ``transformed`` shows each item after the data set's transform (e.g. the §4.2 augmentation)."""
+    labels = class_counts(dataset)  # validates targets
+    targets = np.asarray(getattr(dataset, "targets"))
+    names = list(getattr(dataset, "classes", None) or [str(c) for c in range(len(labels))])
+    rng = np.random.default_rng(seed)
+    tiles: list[list[np.ndarray]] = []
+    for c in range(len(names)):
+        idx = np.flatnonzero(targets == c)
+        pick = rng.choice(idx, size=min(n_per_class, len(idx)), replace=False) if len(idx) else []
+        tiles.append([_dataset_image(dataset, int(i), transformed) for i in pick])
+    h, w = next(t[0].shape[:2] for t in tiles if t)
+    gap = max(1, h // 16)
+    mosaic = np.ones((len(names) * (h + gap) - gap, n_per_class * (w + gap) - gap, 3))  # (rows*H, cols*W, 3), white gaps
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    fig = _figure(0.7 * n_per_class + 1.4, 0.7 * len(names) + 1.0)
+    ax = fig.subplots()
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(names))], names, fontsize=8)
+    ax.set_xticks([c * (w + gap) + w / 2 for c in range(n_per_class)], [str(c + 1) for c in range(n_per_class)], fontsize=7)
+    ax.tick_params(length=0)
+    ax.set_ylabel("class")
+    ax.set_xlabel(f"image ({w}x{h} px each)")
+    kind = "augmented training images" if transformed else "random images"
+    _title(fig, title or f"{_dataset_title(dataset)}: {n_per_class} {kind} per class", context)
+    return fig
+
+
+def plot_class_balance(
+    splits: Mapping[str, Any], class_names: Sequence[str] | None = None, context: str = "", title: str | None = None
+) -> Figure:
+    """Grouped bars: images per class in each split. ``splits`` maps a split name to a data set
+    (anything with ``targets``) or to its per-class counts (see :func:`class_counts`)."""
+    counts = {name: class_counts(v) if hasattr(v, "targets") else np.asarray(v, dtype=np.int64) for name, v in splits.items()}
+    first = next(iter(splits.values()))
+    n = max(len(c) for c in counts.values())
+    names = list(class_names or getattr(first, "classes", None) or [str(c) for c in range(n)])
+    fig = _figure(max(6.0, 0.55 * n + 2.0), 3.6)
+    ax = fig.subplots()
+    width = 0.8 / len(counts)
+    x = np.arange(n)
+    for i, (split, c) in enumerate(counts.items()):
+        ax.bar(x + (i - (len(counts) - 1) / 2) * width, np.pad(c, (0, n - len(c))), width, label=f"{split} ({int(c.sum()):,})")
+    long_names = max(len(s) for s in names) > 3
+    ax.set_xticks(x, names, rotation=30 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_xlabel("class")
+    ax.set_ylabel("images per class")
+    ax.set_ylim(0, 1.3 * max(int(c.max()) for c in counts.values()))
+    ax.legend(title="split (total images)", fontsize=8, ncol=len(counts), loc="upper center")
+    _title(ax, title or f"{_dataset_title(first)}: class balance per split", context)
+    return fig
+
+
+# ---- notebook 01: latency profiling (§4.1, Figure 4) ------------------------------------------------
+def plot_lut_heatmap(table: Any, context: str = "", title: str | None = None) -> Figure:
+    """The look-up table (cells x modules, ms), each cell annotated with its latency."""
+    ms = np.asarray(table.cell_module_ms, dtype=np.float64)  # (T, K)
+    space = table.space
+    cells = space.cells()
+    fig = _figure(7.0, 0.33 * len(cells) + 2.2)
+    ax = fig.subplots()
+    im = ax.imshow(ms, aspect="auto", cmap="viridis")
+    threshold = ms.min() + 0.6 * (ms.max() - ms.min())
+    for t in range(ms.shape[0]):
+        for k in range(ms.shape[1]):
+            ax.text(k, t, f"{ms[t, k]:.2f}", ha="center", va="center", fontsize=7, color="black" if ms[t, k] > threshold else "white")
+    ax.set_xticks(range(ms.shape[1]), list(space.modules))
+    ax.set_yticks(
+        range(len(cells)),
+        [f"{c.index}: {c.in_channels}\u2192{c.out_channels}, {c.in_size}px{' s2' if c.stride == 2 else ''}" for c in cells],
+        fontsize=7,
+    )
+    ax.set_xlabel("module (Figure 3)")
+    ax.set_ylabel("cell: channels in\u2192out, input size")
+    fig.colorbar(im, ax=ax, label="latency (ms, batch 1)")
+    meta = getattr(table, "meta", {}) or {}
+    fixed = f"stem {table.stem_ms:.2f} + head {table.head_ms:.2f} + controller {table.controller_ms:.2f} ms"
+    _title(
+        ax,
+        title
+        or f"Latency look-up table, {space.resolution} px, width {space.width_mult}: {fixed}\n"
+        f"{meta.get('device_name', '?')}, {meta.get('threads', '?')} thread(s), torch {meta.get('torch', '?')}",
+        context,
+    )
+    return fig
+
+
+def plot_latency_correlation(
+    estimated: Any,
+    measured: Any,
+    r: Any,
+    within10: Any,
+    resolution: int | Sequence[int],
+    split: Any = None,
+    paper_r: Any = None,
+    panel_titles: Sequence[str] | None = None,
+    context: str = "",
+    title: str | None = None,
+) -> Figure:
+    """Figure 4: estimated (look-up table) vs measured child latency, one panel per resolution.
+
+    A single panel takes arrays and scalars; several take sequences of them, one per entry of
+    ``resolution``. ``split`` (per child, ``"fit"``/``"eval"``) marks the children that fitted
+    the calibration; ``r`` and ``within10`` (a share, 0..1) are the numbers judged on the others;
+    ``paper_r`` the paper's r at that resolution. The band is y = x +-10%. Panels are titled
+    ``"<R> px"`` unless ``panel_titles`` says more.
+    """
+    if np.ndim(resolution) == 0:
+        estimated, measured, r, within10, split, paper_r = ([v] for v in (estimated, measured, r, within10, split, paper_r))
+        resolution = [resolution]
+        panel_titles = [panel_titles] if isinstance(panel_titles, str) else panel_titles
+    n = len(resolution)
+    split = split if split is not None else [None] * n
+    paper_r = paper_r if paper_r is not None else [None] * n
+    panel_titles = panel_titles if panel_titles is not None else [f"{res} px" for res in resolution]
+    fig = _figure(max(4.4 * n, 6.0), 4.8)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, est, mea, rr, w10, panel, sp, pr in zip(axes, estimated, measured, r, within10, panel_titles, split, paper_r):
+        est, mea = _to_float(est), _to_float(mea)
+        lo, hi = 0.95 * min(est.min(), mea.min()), 1.05 * max(est.max(), mea.max())
+        grid = np.linspace(lo, hi, 50)
+        ax.fill_between(grid, 0.9 * grid, 1.1 * grid, color="tab:blue", alpha=0.12, label="y = x \u00b1 10%")
+        ax.plot(grid, grid, color="tab:blue", lw=1, label="y = x")
+        fit = np.asarray(sp) == "fit" if sp is not None else np.zeros(len(est), bool)
+        ax.scatter(mea[~fit], est[~fit], s=14, color="tab:red", alpha=0.8, label=f"judged children ({(~fit).sum()})")
+        if fit.any():
+            ax.scatter(mea[fit], est[fit], s=14, facecolors="none", edgecolors="grey", label=f"calibration children ({fit.sum()})")
+        text = f"Pearson r = {rr:.3f}" + (f" (paper {pr:.2f})" if pr is not None else "") + f"\nwithin \u00b110%: {100 * w10:.0f}%"
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=9, bbox={"fc": "white", "alpha": 0.8, "ec": "none"})
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel("measured latency (ms, batch 1)")
+        ax.set_ylabel("estimated latency (ms, look-up table)")
+        ax.set_title(panel, fontsize=10)
+        ax.legend(loc="lower right", fontsize=7)
+    _title(fig, title or "Figure 4: estimated vs measured latency of sampled child networks", context)
+    return fig
+
+
+# ---- notebooks 02-03: training curves, search ------------------------------------------------------
+def plot_training_curves(
+    metrics: Any,
+    x: str = "epoch",
+    ys: Sequence[str] = ("loss", "accuracy"),
+    hue: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    context: str = "",
+    title: str = "Training curves",
+) -> Figure:
+    """One panel per column in ``ys`` against ``x``; ``hue`` (e.g. ``"split"``) draws one line per value.
+
+    ``metrics``: a DataFrame, a mapping of columns or a list of row dicts (``RUN/<stage>/metrics.csv``).
+    ``labels`` gives each column its axis label with units (default: the column name).
+    """
+    cols = _columns(metrics)
+    ys = [y for y in ys if y in cols]
+    if not ys:
+        raise ValueError(f"none of the requested columns are in the metrics; it has {', '.join(cols)}.")
+    labels = dict(labels or {})
+    fig = _figure(4.2 * len(ys), 3.6)
+    axes = fig.subplots(1, len(ys), squeeze=False)[0]
+    groups = [None] if hue is None or hue not in cols else list(dict.fromkeys(cols[hue].tolist()))
+    for ax, y in zip(axes, ys):
+        for g in groups:
+            sel = np.ones(len(cols[x]), bool) if g is None else cols[hue] == g
+            xv, yv = _to_float(cols[x][sel]), _to_float(cols[y][sel])
+            ok = np.isfinite(yv)
+            ax.plot(xv[ok], yv[ok], marker="o" if ok.sum() < 30 else None, ms=3, label=str(g) if g is not None else y)
+        ax.set_xlabel(labels.get(x, x))
+        ax.set_ylabel(labels.get(y, y))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _title(fig, title, context)
+    return fig
+
+
+def plot_reward_bounds(
+    search_metrics: Any,
+    x: str = "epoch",
+    upper: str = "upper_bound",
+    lower: str = "lower_bound",
+    latency: str = "mean_latency_ms",
+    accuracy: str | None = "val_accuracy",
+    context: str = "",
+    title: str = "Dynamic reward (\u00a73.3): interval [$L_t$, $U_t$] and mean latency of the sampled policies",
+) -> Figure:
+    """The reward interval's bounds U_t and L_t (ms) over the search's epochs, the mean latency
+    of the controller's policies inside it and, if present, accuracy on a second axis. The
+    default column names are the search stage's ``RUN/search/metrics.csv``."""
+    cols = _columns(search_metrics)
+    missing = [c for c in (x, upper, lower, latency) if c not in cols]
+    if missing:
+        raise ValueError(f"search metrics lack column(s) {', '.join(missing)}; they have {', '.join(cols)}.")
+    xv = _to_float(cols[x])
+    fig = _figure(7.0, 4.4)
+    ax = fig.subplots()
+    ax.fill_between(xv, _to_float(cols[lower]), _to_float(cols[upper]), color="tab:green", alpha=0.15, label="reward interval")
+    ax.plot(xv, _to_float(cols[upper]), color="tab:green", lw=1.2, label="upper bound $U_t$")
+    ax.plot(xv, _to_float(cols[lower]), color="tab:green", lw=1.2, ls="--", label="lower bound $L_t$")
+    ax.plot(xv, _to_float(cols[latency]), color="tab:blue", marker="o", ms=3, label="mean latency of policies")
+    ax.set_xlabel(x)
+    ax.set_ylabel("latency (ms, look-up table)")
+    handles, names = ax.get_legend_handles_labels()
+    if accuracy and accuracy in cols:
+        ax2 = ax.twinx()
+        (h,) = ax2.plot(xv, _to_float(cols[accuracy]), color="tab:red", marker="s", ms=3, label=accuracy)
+        ax2.set_ylabel(accuracy.replace("_", " "))
+        handles, names = handles + [h], names + [accuracy]
+    fig.legend(handles, names, fontsize=8, loc="outside lower center", ncol=3)
+    ax.grid(alpha=0.3)
+    _title(ax, title, context)
+    return fig
+
+
+def plot_accuracy_vs_latency(
+    points: Any,
+    x: str = "latency_ms",
+    y: str = "accuracy",
+    label: str = "name",
+    group: str | None = "group",
+    xerr: str | None = "latency_std_ms",
+    x_label: str = LATENCY_LABEL,
+    y_label: str = "top-1 accuracy (%)",
+    context: str = "",
+    title: str = "Accuracy vs latency",
+) -> Figure:
+    """Scatter of models: one point per row of ``points`` (rows or columns), named, grouped by colour."""
+    cols = _columns(points)
+    n = len(cols[x])
+    groups = cols[group] if group and group in cols else np.asarray(["models"] * n)
+    fig = _figure(6.4, 4.4)
+    ax = fig.subplots()
+    for g in dict.fromkeys(groups.tolist()):
+        sel = groups == g
+        err = _to_float(cols[xerr][sel]) if xerr and xerr in cols else None
+        ax.errorbar(_to_float(cols[x][sel]), _to_float(cols[y][sel]), xerr=err, fmt="o", ms=5, capsize=2, label=str(g))
+    if label in cols:
+        for xi, yi, name in zip(_to_float(cols[x]), _to_float(cols[y]), cols[label]):
+            ax.annotate(str(name), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _title(ax, title, context)
+    return fig
+
+
+def plot_latency_distribution(
+    latencies: Any,
+    bins: int = 30,
+    reference: Mapping[str, float] | None = None,
+    x_label: str = LATENCY_LABEL,
+    context: str = "",
+    title: str = "Figure 1: latency of the architectures InstaNAS assigns to each test image",
+) -> Figure:
+    """Figure 1: histogram of per-image latencies, with their mean and optional reference models."""
+    lat = _to_float(latencies).ravel()
+    fig = _figure(6.4, 3.8)
+    ax = fig.subplots()
+    ax.hist(lat, bins=bins, color="tab:blue", alpha=0.75, label=f"InstaNAS, {len(lat):,} images")
+    ax.axvline(lat.mean(), color="tab:blue", ls="--", lw=1.5, label=f"mean {lat.mean():.2f} ms")
+    colors = iter(("tab:red", "tab:orange", "tab:green", "tab:purple", "black"))
+    for name, value in (reference or {}).items():
+        ax.axvline(value, color=next(colors, "grey"), lw=1.5, label=f"{name}: {value:.2f} ms")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    _title(ax, title, context)
+    return fig
+
+
+# ---- notebook 07: the trade-off frontier (Figures 5 and 6) ----------------------------------------
+def plot_tradeoff_frontier(
+    methods: Mapping[str, Any],
+    x_label: str = LATENCY_LABEL,
+    y_label: str = "top-1 error (%)",
+    context: str = "",
+    title: str = "Accuracy-latency trade-off (Figures 5, 6): lower left is better",
+) -> Figure:
+    """Figures 5/6: per method, its models (latency, error) and their Pareto frontier.
+
+    ``methods`` maps a method name to ``(latencies, errors)`` or to a mapping with keys
+    ``latency`` and ``error`` (and optionally ``names``, printed beside the points).
+    """
+    fig = _figure(6.6, 4.6)
+    ax = fig.subplots()
+    markers = iter("osD^vP*X<>")
+    for method, data in methods.items():
+        if isinstance(data, Mapping):
+            lat, err, names = _to_float(data["latency"]), _to_float(data["error"]), data.get("names")
+        else:
+            (lat, err), names = (_to_float(d) for d in data[:2]), None
+        marker = next(markers, "o")
+        (line,) = ax.plot([], [])  # take the next colour of the cycle
+        color = line.get_color()
+        front = pareto_frontier(lat, err)
+        ax.scatter(lat, err, marker=marker, color=color, alpha=0.35, s=18)
+        ax.plot(lat[front], err[front], marker=marker, color=color, lw=1.5, ms=6, drawstyle="steps-post", label=f"{method} ({len(lat)})")
+        for i in range(len(lat)) if names is not None else ():
+            ax.annotate(str(names[i]), (lat[i], err[i]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(title="method (models)", fontsize=8)
+    _title(ax, title, context)
+    return fig
+
+
+# ---- notebooks 08-09: qualitative results (Figures 7 and 8) ---------------------------------------
+def plot_sorted_by_latency(
+    images: Sequence[Any],
+    rel_latency: Sequence[Any],
+    class_names: Sequence[str],
+    context: str = "",
+    title: str = "Figure 7: images sorted by the latency of their architecture (0% = the class mean)",
+) -> Figure:
+    """Figure 7: one row per class, images sorted from the cheapest to the costliest architecture,
+    each captioned with its latency relative to its class mean (``rel_latency``: 0.12 = +12%)."""
+    rows = [(list(imgs), _to_float(rel)) for imgs, rel in zip(images, rel_latency)]
+    n_cols = max(len(r[1]) for r in rows)
+    fig = _figure(max(0.95 * n_cols + 1.3, 6.0), 1.15 * len(rows) + 1.1)
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for axrow, (imgs, rel), name in zip(axes, rows, class_names):
+        order = np.argsort(rel, kind="stable")
+        for j, ax in enumerate(axrow):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(order):
+                ax.set_axis_off()
+                continue
+            ax.imshow(_to_hwc(imgs[order[j]]), interpolation="nearest")
+            ax.set_xlabel(f"{rel[order[j]]:+.0%}", fontsize=8)
+        axrow[0].set_ylabel(str(name), rotation=0, ha="right", va="center", fontsize=9)
+    _title(fig, title, context)
+    return fig
+
+
+def plot_difficulty_vs_latency(
+    difficulty: Any,
+    latency: Any,
+    difficulty_label: str = "difficulty",
+    y_label: str = LATENCY_LABEL,
+    context: str = "",
+    title: str = "Do harder images get costlier architectures?",
+) -> Figure:
+    """Latency of each image's architecture against a difficulty score: box plots per level for
+    a few discrete levels, otherwise a scatter with binned means. Spearman's rho in the title."""
+    from scipy import stats
+
+    d, lat = _to_float(difficulty).ravel(), _to_float(latency).ravel()
+    rho = float(stats.spearmanr(d, lat)[0]) if len(d) > 2 and np.ptp(d) > 0 and np.ptp(lat) > 0 else math.nan
+    fig = _figure(6.0, 3.8)
+    ax = fig.subplots()
+    levels = np.unique(d)
+    if len(levels) <= 12:
+        data = [lat[d == v] for v in levels]
+        ax.boxplot(data, positions=np.arange(len(levels)), widths=0.6, showfliers=False)
+        ax.scatter(np.arange(len(levels)), [x.mean() for x in data], color="tab:red", zorder=3, s=18, label="mean")
+        ax.set_xticks(np.arange(len(levels)), [f"{v:g}\n({(d == v).sum()})" for v in levels])
+        ax.set_xlabel(f"{difficulty_label} (images)")
+    else:
+        ax.scatter(d, lat, s=6, alpha=0.4, color="tab:blue", label="images")
+        edges = np.quantile(d, np.linspace(0, 1, 11))
+        which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, 9)
+        centers = [d[which == b].mean() for b in range(10) if (which == b).any()]
+        means = [lat[which == b].mean() for b in range(10) if (which == b).any()]
+        ax.plot(centers, means, color="tab:red", marker="o", label="mean per decile")
+        ax.set_xlabel(difficulty_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _title(ax, f"{title} (Spearman \u03c1 = {rho:.2f})", context)
+    return fig
+
+
+def umap_embed(probs: Any, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:
+    """2-D UMAP embedding (N, 2) of the controller's probability vectors ``probs`` (N, T, K).
+
+    ``random_state=seed`` makes it reproducible (and single-threaded). The exact Euclidean
+    nearest neighbours come from scikit-learn and are handed to UMAP (``precomputed_knn``): the
+    same graph UMAP builds itself for small N, without compiling its parallel numba search
+    (about 25 s per process); above a few thousand points UMAP would approximate them instead.
+    umap-learn is imported here, not at module import, because importing it compiles numba code.
+    """
+    import warnings
+
+    import umap  # noqa: PLC0415
+    from sklearn.neighbors import NearestNeighbors
+
+    p = _to_float(probs)
+    p = p.reshape(len(p), -1).astype(np.float32)  # (N, T*K)
+    if len(p) < 4:
+        raise ValueError(f"UMAP needs at least 4 points, got {len(p)}.")
+    k = min(n_neighbors, len(p) - 1)
+    dists, idx = NearestNeighbors(n_neighbors=k).fit(p).kneighbors(p)  # (N, k) each, self first
+    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, random_state=seed, n_jobs=1, precomputed_knn=(idx, dists, None))
+    with warnings.catch_warnings():  # "transform will be unavailable": we only embed these points
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+        return np.asarray(reducer.fit_transform(p), dtype=np.float64)
+
+
+def plot_umap(
+    embedding: Any,
+    latency: Any,
+    boxes_images: Sequence[Sequence[Any]] = (),
+    boxes_indices: Sequence[Sequence[int]] | None = None,
+    box_labels: Sequence[str] | None = None,
+    max_images_per_box: int = 6,
+    context: str = "",
+    title: str = "Figure 8: UMAP of the controller's probability vectors, coloured by latency",
+) -> Figure:
+    """Figure 8: the embedding of every image's probability vector coloured by the latency of its
+    architecture (blue low, red high); each box of ``boxes_images`` shows images that share one
+    architecture, and ``boxes_indices`` rings their points in the box's colour."""
+    emb, lat = _to_float(embedding), _to_float(latency).ravel()
+    n_boxes = len(boxes_images)
+    fig = _figure(6.4 + (3.6 if n_boxes else 0.0), 5.0)
+    if n_boxes:
+        grid = fig.add_gridspec(n_boxes, 2, width_ratios=(1.8, 1.0))
+        ax = fig.add_subplot(grid[:, 0])
+    else:
+        ax = fig.add_subplot()
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=lat, cmap="coolwarm", norm=Normalize(lat.min(), lat.max()), s=8, alpha=0.85)
+    fig.colorbar(sc, ax=ax, label="latency of the assigned architecture (ms)")
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    _title(ax, title, context)
+    for b in range(n_boxes):
+        color = BOX_COLORS[b % len(BOX_COLORS)]
+        name = box_labels[b] if box_labels is not None else f"architecture {b + 1}"
+        if boxes_indices is not None:
+            idx = np.asarray(boxes_indices[b], dtype=np.int64)
+            ax.scatter(emb[idx, 0], emb[idx, 1], facecolors="none", edgecolors=color, s=40, lw=1.2, label=name)
+        imgs = [_to_hwc(im) for im in list(boxes_images[b])[:max_images_per_box]]
+        bax = fig.add_subplot(grid[b, 1])
+        if imgs:
+            h = max(im.shape[0] for im in imgs)
+            strip = np.concatenate([np.pad(im, ((0, h - im.shape[0]), (0, 1), (0, 0)), constant_values=1.0) for im in imgs], axis=1)
+            bax.imshow(strip, interpolation="nearest")
+        bax.set_xticks([])
+        bax.set_yticks([])
+        bax.set_xlabel(f"{name}: {len(boxes_images[b])} images", fontsize=8)
+        for spine in bax.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(2.5)
+        bax.add_patch(Rectangle((0, 0), 1, 1, transform=bax.transAxes, fill=False, ec=color, lw=2.5))
+    if boxes_indices is not None and n_boxes:
+        ax.legend(fontsize=8, loc="best")
+    return fig

@@ -1,0 +1,54 @@
+"""The training procedure of InstaNAS (paper §3.1): pre-train the meta-graph (§3.2), search
+controller and meta-graph jointly (§3.3), fine-tune or re-train under a picked controller
+(§3.1 c, §4.2), and evaluate. Each stage is one function taking its config and the run folder,
+usable from a notebook as from the command line."""
+
+from .evaluate import difficulty_correlation, format_evaluate_summary, load_trained, run_evaluate
+from .finetune import FINETUNE_COLUMNS, format_finetune_summary, run_finetune, train_routed_epoch
+from .pretrain import PRETRAIN_COLUMNS, drop_rate_at, format_pretrain_summary, run_pretrain
+from .pretrain import train_one_epoch as pretrain_one_epoch
+from .search import (
+    SEARCH_COLUMNS,
+    controller_loss,
+    format_search_summary,
+    run_search,
+    train_controller_epoch,
+    train_graph_epoch,
+    validate,
+)
+from .variants import VARIANT_NAMES, pareto_front, pick_variants, resolve_variant
+
+STAGE_RUNNERS = {
+    "pretrain": (run_pretrain, format_pretrain_summary),
+    "search": (run_search, format_search_summary),
+    "finetune": (run_finetune, format_finetune_summary),
+    "evaluate": (run_evaluate, format_evaluate_summary),
+}
+
+__all__ = [
+    "STAGE_RUNNERS",
+    "run_pretrain",
+    "run_search",
+    "run_finetune",
+    "run_evaluate",
+    "format_pretrain_summary",
+    "format_search_summary",
+    "format_finetune_summary",
+    "format_evaluate_summary",
+    "pretrain_one_epoch",
+    "drop_rate_at",
+    "controller_loss",
+    "train_controller_epoch",
+    "train_graph_epoch",
+    "train_routed_epoch",
+    "validate",
+    "load_trained",
+    "difficulty_correlation",
+    "pareto_front",
+    "pick_variants",
+    "resolve_variant",
+    "VARIANT_NAMES",
+    "PRETRAIN_COLUMNS",
+    "SEARCH_COLUMNS",
+    "FINETUNE_COLUMNS",
+]

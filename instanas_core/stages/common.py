@@ -1,0 +1,404 @@
+"""What the stages share: device and data set-up, models, optimisers and learning-rate schedules,
+the latency table of a run, inference over a loader, and the stage preamble (run folder,
+config, environment, resume state).
+
+Every function takes what it uses as arguments (torchvision's reference-script style), so a
+notebook can call the pieces on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, ConfigError, ExperimentConfig, config_from_dict, config_to_dict, stage_profile_config
+from ..controller import Controller, build_controller
+from ..data import DatasetError, build_dataset, build_loader
+from ..latency import (
+    LatencyTable,
+    LatencyTableError,
+    TimingConfig,
+    fit_calibration,
+    measure_children,
+    profile_lookup_table,
+    sample_children,
+    thread_limit,
+)
+from ..meta_graph import MetaGraph, build_meta_graph
+from ..policy import greedy_policy
+from ..rundir import (
+    RunDirError,
+    load_checkpoint,
+    load_json,
+    prepare_stage_dir,
+    save_environment,
+    save_json,
+    stage_dir,
+)
+
+__all__ = [
+    "resolve_device",
+    "build_split",
+    "make_loader",
+    "steps_per_epoch",
+    "to_device",
+    "unpack_batch",
+    "build_models",
+    "zero_init_residual_branches",
+    "make_optimizer",
+    "make_schedule",
+    "Meter",
+    "progress_bar",
+    "ensure_latency_table",
+    "infer",
+    "measure_routed_latency",
+    "begin_stage",
+    "StageStart",
+    "policy_bits",
+]
+
+
+# ---- device and data ---------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def build_split(
+    exp: ExperimentConfig,
+    split: str,
+    augment: bool,
+    return_index: bool = False,
+    return_difficulty: bool = False,
+):
+    """One split of the experiment's data set, subset as configured. Items are
+    ``(image, label[, difficulty][, index])``."""
+    per_class = exp.train_per_class if split == "train" else exp.eval_per_class
+    options: dict[str, Any] = {}
+    if exp.dataset == "synthetic-difficulty":
+        if exp.data_size is not None:
+            options["size"] = exp.data_size
+        options["return_difficulty"] = return_difficulty
+    elif return_difficulty:
+        raise ConfigError(f"{exp.dataset!r} has no difficulty levels (only synthetic-difficulty does).")
+    try:
+        return build_dataset(
+            exp.dataset,
+            root=exp.data_root,
+            split=split,
+            augment=augment,
+            n_per_class=per_class,
+            seed=exp.data_seed,
+            return_index=return_index,
+            **options,
+        )
+    except DatasetError as exc:  # surface as the CLI's one-paragraph error
+        raise ConfigError(str(exc)) from None
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, exp: ExperimentConfig, device, train: bool):
+    """A seeded loader; training loaders drop the last partial batch (BatchNorm on a handful of
+    samples is noise) unless the data set is smaller than one batch."""
+    drop_last = train and len(dataset) >= batch_size
+    return build_loader(dataset, batch_size, shuffle, seed, exp.num_workers, device, drop_last)
+
+
+def steps_per_epoch(loader, max_steps: int | None) -> int:
+    n = len(loader)
+    return min(n, max_steps) if max_steps else n
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def unpack_batch(batch, fields: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Name the items of a batch: ``fields`` like ("image", "label", "index")."""
+    if len(batch) != len(fields):
+        raise RuntimeError(f"batch has {len(batch)} items, expected {fields}.")
+    return dict(zip(fields, batch))
+
+
+# ---- models and optimisation -------------------------------------------------------------------
+def build_models(exp: ExperimentConfig, device: torch.device, seed: int | None = None) -> tuple[MetaGraph, Controller]:
+    """A fresh meta-graph and controller for the experiment's space (seeded when ``seed`` given)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    space = exp.space()
+    graph = MetaGraph(space)
+    if exp.zero_init_residual:
+        zero_init_residual_branches(graph)
+    controller = build_controller(graph)
+    if exp.channels_last:
+        graph = graph.to(memory_format=torch.channels_last)
+        controller = controller.to(memory_format=torch.channels_last)
+    return graph.to(device), controller.to(device)
+
+
+def zero_init_residual_branches(graph: MetaGraph) -> None:
+    """Zero the weight of the last BatchNorm of every branch in the shape-keeping (residual)
+    cells, so that each such cell starts as the identity; shape-changing cells are left alone."""
+    with torch.no_grad():
+        for cell in graph.cells:
+            if not cell.keeps_shape:
+                continue
+            for branch in cell.branches:
+                last_bn = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+                last_bn.weight.zero_()
+
+
+def make_optimizer(params, kind: str, lr: float, weight_decay: float, momentum: float = 0.9, nesterov: bool = True):
+    if kind == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay
+        )
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {kind!r}; use sgd or adam.")
+
+
+def make_schedule(optimizer, schedule: str, epochs: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step learning-rate factor: cosine annealing to 0 over all steps, ``step`` (x0.1 at
+    1/2 and x0.01 at 3/4 of the epochs, the original pre-training schedule) or constant."""
+    total = max(1, epochs * steps)
+    steps = max(1, steps)
+
+    def cosine(i: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(i, total) / total))
+
+    def step(i: int) -> float:
+        epoch = i // steps
+        return 0.01 if epoch >= 0.75 * epochs else 0.1 if epoch >= 0.5 * epochs else 1.0
+
+    fns: dict[str, Callable[[int], float]] = {"cosine": cosine, "step": step, "constant": lambda i: 1.0}
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fns[schedule])
+
+
+class Meter:
+    """Sums of per-sample quantities; ``mean(name)`` divides by the sample count."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def update(self, n: int, **values: float) -> None:
+        self.count += n
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+
+    def mean(self, name: str) -> float:
+        return self.sums.get(name, float("nan")) / self.count if self.count else float("nan")
+
+
+def progress_bar(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def limited(loader, steps: int) -> Iterator:
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        yield batch
+
+
+# ---- latency table -----------------------------------------------------------------------------
+def ensure_latency_table(
+    cfg: Config, run_dir: str | Path, device: torch.device, progress: bool = True
+) -> tuple[LatencyTable, Path]:
+    """``RUN/profile/lut.json`` if present (checked against this run's space and device), else
+    profile one with the preset's profile settings (and calibrate it on ``children`` sampled
+    children when asked) and write it there."""
+    path = stage_dir(run_dir, "profile") / "lut.json"
+    space = cfg.experiment.space()
+    if path.is_file():
+        table = LatencyTable.load(path)
+        try:
+            table.check_compatible(space, device)
+        except LatencyTableError as exc:
+            raise RunDirError(f"{path}: {exc} Delete it to profile a new one.") from None
+        return table, path
+    pcfg = stage_profile_config(cfg)
+    torch.manual_seed(pcfg.seed)
+    graph = MetaGraph(space).to(device).eval()
+    controller = build_controller(graph).to(device).eval()
+    table = profile_lookup_table(graph, controller, pcfg.threads, pcfg.timing, device, progress)
+    summary: dict[str, Any] = {"config": dataclasses.asdict(pcfg), "space": space.to_dict()}
+    if pcfg.children:
+        policies = sample_children(graph, pcfg.children, pcfg.seed)
+        measured = measure_children(graph, policies, controller, pcfg.threads, pcfg.timing, device, 1, progress)
+        n_fit = max(4, int(round(pcfg.fit_fraction * pcfg.children)))
+        table.calibration = fit_calibration(table, policies[:n_fit], measured[:n_fit, 0])
+        est = table.estimate(policies).numpy()
+        ev = slice(n_fit, None)
+        if len(est[ev]) > 2:
+            summary["eval_pearson_r"] = float(np.corrcoef(est[ev], measured[ev, 0])[0, 1])
+            summary["eval_mape_pct"] = float(100 * np.mean(np.abs(est[ev] - measured[ev, 0]) / measured[ev, 0]))
+        summary["calibration"] = table.calibration
+    table.save(path)
+    save_json(path.parent / "summary.json", summary)
+    return table, path
+
+
+# ---- inference ---------------------------------------------------------------------------------
+@torch.no_grad()
+def infer(
+    graph: MetaGraph,
+    loader,
+    device: torch.device,
+    fields: tuple[str, ...],
+    controller: Controller | None = None,
+    fixed_policy: torch.Tensor | None = None,
+    channels_last: bool = True,
+    max_steps: int | None = None,
+    keep_probs: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Run the (controller and) meta-graph in eval mode over ``loader``.
+
+    With a controller, each sample gets its greedy policy (p > 0.5, the deployed rule); else
+    every sample gets ``fixed_policy`` (T, K). Returns CPU tensors: ``label``, ``pred``,
+    ``loss`` (N,), ``policy`` (N, T, K) bool, ``probs`` (N, T, K) when ``keep_probs``, and any
+    extra ``fields`` of the batch (``index``, ``difficulty``).
+    """
+    if (controller is None) == (fixed_policy is None):
+        raise ValueError("give either a controller or a fixed policy.")
+    graph.eval()
+    if controller is not None:
+        controller.eval()
+    out: dict[str, list[torch.Tensor]] = {}
+    for i, batch in enumerate(loader):
+        if max_steps is not None and i >= max_steps:
+            break
+        b = unpack_batch(batch, fields)
+        x = to_device(b["image"], device, channels_last)
+        y = b["label"].to(device)
+        if controller is not None:
+            probs = controller(x)  # (B, T, K)
+            policy = greedy_policy(probs, graph)
+        else:
+            probs = None
+            policy = fixed_policy.to(device).expand(x.shape[0], -1, -1)
+        logits = graph(x, policy)  # (B, classes)
+        rows = {
+            "label": y,
+            "pred": logits.argmax(1),
+            "loss": F.cross_entropy(logits, y, reduction="none"),
+            "policy": policy > 0.5,
+        }
+        if keep_probs and probs is not None:
+            rows["probs"] = probs.float()
+        for extra in fields:
+            if extra not in ("image", "label"):
+                rows[extra] = b[extra]
+        for k, v in rows.items():
+            out.setdefault(k, []).append(v.detach().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def measure_routed_latency(
+    graph: MetaGraph,
+    controller: Controller,
+    policies: torch.Tensor,
+    timing: TimingConfig,
+    device: torch.device,
+    threads: int | None = 1,
+) -> np.ndarray:
+    """Real batch-1 latency (controller, then the extracted child) per policy row (N,) in ms;
+    identical rows are timed once."""
+    if len(policies) == 0:
+        return np.zeros(0)
+    flat = policies.reshape(len(policies), -1).to(torch.uint8).cpu()
+    uniq, inverse = torch.unique(flat, dim=0, return_inverse=True)
+    uniq_pol = uniq.float().reshape(-1, *policies.shape[1:])
+    was_training = graph.training
+    ms = measure_children(graph, uniq_pol, controller, threads, timing, device, passes=1, progress=False)[:, 0]
+    graph.train(was_training)
+    return ms[inverse.numpy()]
+
+
+def policy_bits(policy: torch.Tensor) -> list[str]:
+    """(N, T, K) 0/1 -> N strings of T*K characters (cell-major)."""
+    flat = policy.reshape(len(policy), -1).to(torch.uint8).numpy()
+    return ["".join("1" if b else "0" for b in row) for row in flat]
+
+
+# ---- stage preamble ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class StageStart:
+    out: Path
+    device: torch.device
+    resume_state: dict | None  # the checkpoint to continue from, or None
+
+
+def begin_stage(
+    cfg: Config,
+    run_dir: str | Path,
+    stage: str,
+    resume: bool,
+    overwrite: bool,
+    out_name: str | None = None,
+    sections: tuple[str, ...] = (),
+) -> StageStart:
+    """Create ``RUN/<stage>``, check a resumed stage's saved config against ``cfg``, write the
+    config and environment, and return the checkpoint to resume from (if any)."""
+    name = out_name or stage
+    out = prepare_stage_dir(run_dir, name, resume, overwrite)
+    device = resolve_device(cfg.experiment.device)
+    saved = out / "config.json"
+    state = None
+    if resume and (out / "last.pt").is_file():
+        if saved.is_file():
+            _check_same(config_from_dict(load_json(saved)), cfg, ("experiment", stage) + sections, name)
+        state = load_checkpoint(out / "last.pt", map_location="cpu")
+    _check_experiment_consistent(cfg, Path(run_dir), name)
+    save_json(saved, config_to_dict(cfg))
+    save_environment(out, str(device), cfg.experiment.seed, {"stage": stage, "preset": cfg.preset})
+    return StageStart(out, device, state)
+
+
+# Settings that may differ between an interrupted run and its resumption.
+_RESUME_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "measure_samples"}
+
+
+def _check_same(saved: Config, cfg: Config, sections: tuple[str, ...], name: str) -> None:
+    diffs = []
+    for sec in sections:
+        a, b = dataclasses.asdict(getattr(saved, sec)), dataclasses.asdict(getattr(cfg, sec))
+        diffs += [f"{sec}.{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in _RESUME_FREE and a.get(k) != b.get(k)]
+    if diffs:
+        raise RunDirError(
+            f"cannot resume {name}: its saved configuration differs ({'; '.join(diffs)}). Use the same preset and "
+            "--set values, or --overwrite to start the stage again."
+        )
+
+
+# Settings of the experiment that fix the search space and the data: stages of one run must agree.
+_SPACE_KEYS = ("dataset", "width_mult", "stage24_stride", "data_size", "data_seed", "train_per_class", "eval_per_class")
+
+
+def _check_experiment_consistent(cfg: Config, run_dir: Path, name: str) -> None:
+    for other in sorted(run_dir.glob("*/config.json")):
+        if other.parent.name in (name, "profile"):
+            continue
+        try:
+            exp = load_json(other).get("experiment", {})
+        except (OSError, ValueError):
+            continue
+        mine = dataclasses.asdict(cfg.experiment)
+        diffs = [f"{k}: {exp.get(k)!r} there, {mine[k]!r} here" for k in _SPACE_KEYS if k in exp and exp[k] != mine[k]]
+        if diffs:
+            raise RunDirError(
+                f"{run_dir} holds a {other.parent.name} stage made with other experiment settings ({'; '.join(diffs)}). "
+                "Use the same preset and --set values in every stage of a run, or another --run-dir."
+            )

@@ -1,0 +1,204 @@
+"""Evaluation of a trained controller + meta-graph (paper §4.2 Tables 1-3, §4.3 Figures 1, 7, 8).
+
+Every sample of the chosen split is routed through its greedy policy. Written to
+``RUN/evaluate/``:
+
+* ``summary.json``: accuracy; per-sample latency mean +- std from the table (the controller
+  included, as in the paper) and the *real routed latency* (controller, then the extracted
+  child, batch 1, timed) on a seeded sample of ``measure_samples`` images; the number of
+  distinct architectures; each cell's module selection rates; with difficulty levels
+  (``synthetic-difficulty``) the correlation between level and assigned latency;
+* ``records.csv``: one row per sample (index, label, prediction, correct, latency estimate,
+  measured latency where timed, difficulty, policy bits);
+* ``records.npz``: the same plus the controller's probabilities (N, T, K), for the notebooks;
+* ``selection_rates.csv``: (cell, module) selection rates.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..latency import TimingConfig, thread_limit
+from ..reward import reference_latencies
+from ..rundir import RunDirError, load_checkpoint, save_json, seed_everything, stage_dir
+from .common import (
+    begin_stage,
+    build_models,
+    build_split,
+    ensure_latency_table,
+    infer,
+    make_loader,
+    measure_routed_latency,
+    policy_bits,
+)
+from .variants import resolve_variant
+
+__all__ = ["run_evaluate", "load_trained", "difficulty_correlation", "format_evaluate_summary"]
+
+
+def load_trained(cfg: Config, run_dir: str | Path, device: torch.device, source: str, variant: str):
+    """(meta-graph, controller, description) of ``RUN/<source>`` (a fine-tune folder's
+    ``last.pt``) or, for ``source="search"``, of ``variant``'s search checkpoint."""
+    graph, controller = build_models(cfg.experiment, device, seed=cfg.experiment.seed)
+    src = stage_dir(run_dir, source)
+    if source == "search":
+        picked = resolve_variant(src, variant)
+        ckpt = load_checkpoint(src / picked["checkpoint"], map_location=device)
+        graph_sd = ckpt.get("meta_graph") or load_checkpoint(src / "last.pt", map_location=device)["meta_graph"]
+        what = f"search variant {variant} (epoch {picked['epoch']})"
+    else:
+        path = src / "last.pt"
+        if not path.is_file():
+            raise RunDirError(f"{path} does not exist: run `instanas finetune` first (or evaluate source=search).")
+        ckpt = load_checkpoint(path, map_location=device)
+        graph_sd = ckpt["meta_graph"]
+        what = f"{source} (variant {ckpt.get('variant', '?')}, epoch {ckpt['epoch']})"
+    if ckpt.get("space_hash") != graph.space.space_hash():
+        raise RunDirError(f"the checkpoint in {src} belongs to another search space than this run's.")
+    graph.load_state_dict(graph_sd)
+    controller.load_state_dict(ckpt["controller"])
+    return graph.eval(), controller.eval(), what
+
+
+def difficulty_correlation(difficulty: np.ndarray, latency: np.ndarray) -> dict:
+    """Pearson and Spearman correlation between difficulty level and assigned latency, and the
+    mean latency per level (NaN correlations when the latency does not vary)."""
+    from scipy import stats
+
+    d, z = np.asarray(difficulty, float), np.asarray(latency, float)
+    constant = np.allclose(z, z[0]) or np.allclose(d, d[0])
+    return {
+        "pearson_r": float("nan") if constant else float(stats.pearsonr(d, z)[0]),
+        "spearman_rho": float("nan") if constant else float(stats.spearmanr(d, z)[0]),
+        "mean_latency_per_level": {int(l): float(z[d == l].mean()) for l in np.unique(d)},
+    }
+
+
+def run_evaluate(
+    cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Evaluate ``cfg.evaluate.source`` on ``cfg.evaluate.split``; returns the summary. The
+    stage is short and is simply redone with ``resume``."""
+    exp, ec = cfg.experiment, cfg.evaluate
+    # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
+    start = begin_stage(cfg, run_dir, "evaluate", resume=True, overwrite=overwrite)
+    device = start.device
+    with thread_limit(exp.threads):
+        table, _ = ensure_latency_table(cfg, run_dir, device, progress)
+        graph, controller, what = load_trained(cfg, run_dir, device, ec.source, ec.variant)
+        t0 = time.time()
+        seed_everything(exp.seed)
+        has_difficulty = exp.dataset == "synthetic-difficulty"
+        fields = ("image", "label") + (("difficulty",) if has_difficulty else ()) + ("index",)
+        data = build_split(exp, ec.split, augment=False, return_index=True, return_difficulty=has_difficulty)
+        loader = make_loader(data, ec.batch_size, False, 0, exp, device, train=False)
+        res = infer(graph, loader, device, fields, controller=controller, channels_last=exp.channels_last, keep_probs=True)
+        policy = res["policy"].float()  # (N, T, K)
+        correct = (res["pred"] == res["label"]).numpy()
+        latency = table.estimate(policy).numpy()  # (N,)
+        raw = table.raw_estimate(policy).numpy()
+        n = len(correct)
+
+        # Real routed latency on a seeded sample of images (distinct policies timed once).
+        k = min(ec.measure_samples, n)
+        measured = np.full(n, np.nan)
+        if k:
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(exp.seed))[:k]
+            timing = TimingConfig(min_run_time=ec.measure_min_run_time, blocks=ec.measure_blocks, warmup=2)
+            measured[idx.numpy()] = measure_routed_latency(graph, controller, policy[idx], timing, device, ec.measure_threads)
+        timed = measured[~np.isnan(measured)]
+
+        flat = res["policy"].reshape(n, -1)
+        distinct = int(torch.unique(flat, dim=0).shape[0])
+        rates = res["policy"].float().mean(0).numpy()  # (T, K)
+        space = graph.space
+        summary = {
+            "stage": "evaluate",
+            "model": what,
+            "dataset": exp.dataset,
+            "split": ec.split,
+            "n": n,
+            "accuracy": float(correct.mean()),
+            "error_pct": float(100 * (1 - correct.mean())),
+            "latency_estimate_ms": {"mean": float(latency.mean()), "std": float(latency.std())},
+            "latency_raw_sum_ms": {"mean": float(raw.mean()), "std": float(raw.std())},
+            "latency_measured_ms": {
+                "mean": float(timed.mean()) if len(timed) else float("nan"),
+                "std": float(timed.std()) if len(timed) else float("nan"),
+                "samples": int(len(timed)),
+                "threads": ec.measure_threads,
+                "device": str(device),
+            },
+            "latency_estimate_on_measured_ms": float(latency[~np.isnan(measured)].mean()) if len(timed) else float("nan"),
+            "distinct_policies": distinct,
+            "modules_per_sample": float(flat.sum(1).float().mean()),
+            "selection_rates": {"modules": list(space.modules), "cells": rates.tolist()},
+            "reference_latencies": reference_latencies(table),
+        }
+        if has_difficulty:
+            summary["difficulty"] = difficulty_correlation(res["difficulty"].numpy(), latency)
+            summary["difficulty"]["accuracy_per_level"] = {
+                int(l): float(correct[res["difficulty"].numpy() == l].mean()) for l in np.unique(res["difficulty"].numpy())
+            }
+        _write_records(start.out, res, correct, latency, measured, has_difficulty)
+        _write_rates(start.out / "selection_rates.csv", rates, space.modules)
+        summary["seconds"] = time.time() - t0
+        save_json(start.out / "summary.json", summary)
+    return summary
+
+
+def _write_records(out: Path, res: dict, correct, latency, measured, has_difficulty: bool) -> None:
+    bits = policy_bits(res["policy"])
+    cols = ["index", "label", "prediction", "correct", "latency_ms", "measured_latency_ms"]
+    cols += ["difficulty"] if has_difficulty else []
+    cols += ["policy"]
+    with (out / "records.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i in range(len(correct)):
+            row = [int(res["index"][i]), int(res["label"][i]), int(res["pred"][i]), int(correct[i]), f"{latency[i]:.5f}"]
+            row.append("" if math.isnan(measured[i]) else f"{measured[i]:.5f}")
+            if has_difficulty:
+                row.append(int(res["difficulty"][i]))
+            row.append(bits[i])
+            w.writerow(row)
+    arrays = {
+        "index": res["index"].numpy(),
+        "label": res["label"].numpy(),
+        "prediction": res["pred"].numpy(),
+        "correct": np.asarray(correct, bool),
+        "latency_ms": np.asarray(latency, np.float32),
+        "measured_latency_ms": np.asarray(measured, np.float32),
+        "policy": res["policy"].numpy(),
+        "probs": res["probs"].numpy().astype(np.float32),
+    }
+    if has_difficulty:
+        arrays["difficulty"] = res["difficulty"].numpy()
+    np.savez_compressed(out / "records.npz", **arrays)
+
+
+def _write_rates(path: Path, rates: np.ndarray, modules) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cell", *modules])
+        for t, row in enumerate(rates):
+            w.writerow([t, *(f"{v:.4f}" for v in row)])
+
+
+def format_evaluate_summary(s: dict) -> str:
+    m, e = s["latency_measured_ms"], s["latency_estimate_ms"]
+    text = (
+        f"evaluate: {s['model']} on {s['dataset']} {s['split']} (n={s['n']}): accuracy {s['accuracy']:.4f}, "
+        f"latency {e['mean']:.3f} +- {e['std']:.3f} ms (table), {m['mean']:.3f} +- {m['std']:.3f} ms "
+        f"(measured, {m['samples']} samples), {s['distinct_policies']} distinct architectures"
+    )
+    if "difficulty" in s:
+        text += f", difficulty-latency Spearman {s['difficulty']['spearman_rho']:.3f}"
+    return text

@@ -1,0 +1,223 @@
+"""Stage (c): fine-tune, or re-train from scratch, the meta-graph under a picked controller
+(paper §3.1 c, §4.2).
+
+The controller of the picked variant (A-E, see :mod:`instanas_core.stages.variants`) is fixed;
+each training image is routed through its greedy policy (``p > 0.5``, what is deployed), and the
+meta-graph trains on the task loss. ``mode="finetune"`` continues from the search's meta-graph
+(§3.1 c); ``mode="retrain"`` starts from fresh weights, as the paper did for its reported numbers
+("the meta-graph needs to re-train from scratch with respect to the picked policy ... Adam
+optimizer with learning rate 0.01 and decays with cosine annealing", §4.2).
+
+``run_finetune(cfg, run_dir)`` writes ``RUN/<out_dir>/`` (``finetune`` by default).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, config_to_dict
+from ..controller import Controller
+from ..latency import LatencyTable, thread_limit
+from ..meta_graph import MetaGraph
+from ..policy import greedy_policy
+from ..rundir import (
+    MetricsLog,
+    RunDirError,
+    capture_rng_state,
+    epoch_seed,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_json,
+    seed_everything,
+    stage_dir,
+)
+from .common import (
+    Meter,
+    begin_stage,
+    build_models,
+    build_split,
+    ensure_latency_table,
+    infer,
+    limited,
+    make_loader,
+    make_optimizer,
+    make_schedule,
+    progress_bar,
+    steps_per_epoch,
+    to_device,
+)
+from .variants import resolve_variant
+
+__all__ = ["FINETUNE_COLUMNS", "train_routed_epoch", "run_finetune", "format_finetune_summary"]
+
+FINETUNE_COLUMNS = (
+    "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "mean_latency_ms",
+    "val_distinct_policies", "seconds",
+)
+
+
+def train_routed_epoch(
+    graph: MetaGraph,
+    controller: Controller,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loader,
+    device: torch.device,
+    table: LatencyTable,
+    steps: int,
+    channels_last: bool = True,
+    progress: bool = False,
+    desc: str = "finetune",
+) -> dict:
+    """One epoch of the meta-graph on the fixed controller's greedy policies."""
+    controller.eval()
+    graph.train()
+    meter = Meter()
+    bar = progress_bar(limited(loader, steps), steps, desc, progress)
+    for image, label in bar:
+        x = to_device(image, device, channels_last)
+        y = label.to(device, non_blocking=True)
+        with torch.no_grad():
+            policy = greedy_policy(controller(x), graph)  # (B, T, K)
+        logits = graph(x, policy)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        meter.update(
+            len(y), loss=loss.item(), acc=(logits.argmax(1) == y).float().mean().item(),
+            latency=table.estimate(policy).mean().item(),
+        )
+        bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('acc'):.3f}", lat=f"{meter.mean('latency'):.3f}")
+    return {"loss": meter.mean("loss"), "accuracy": meter.mean("acc")}
+
+
+def run_finetune(
+    cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Run (or resume) fine-tuning / re-training of the picked variant; returns the summary."""
+    exp, fc = cfg.experiment, cfg.finetune
+    search_dir = stage_dir(run_dir, "search")
+    if not (search_dir / "metrics.csv").is_file():
+        raise RunDirError(f"fine-tuning needs a search in {search_dir}: run `instanas search` first.")
+    picked = resolve_variant(search_dir, fc.variant)
+    start = begin_stage(cfg, run_dir, "finetune", resume, overwrite, out_name=fc.out_dir)
+    with thread_limit(exp.threads):
+        table, _ = ensure_latency_table(cfg, run_dir, start.device, progress)
+        return _finetune(cfg, start.out, start.device, table, search_dir, picked, start.resume_state, progress)
+
+
+def _finetune(cfg: Config, out: Path, device, table, search_dir: Path, picked: dict, state, progress: bool) -> dict:
+    exp, fc = cfg.experiment, cfg.finetune
+    graph, controller = build_models(exp, device, seed=exp.seed)
+    ckpt = load_checkpoint(search_dir / picked["checkpoint"], map_location=device)
+    if ckpt.get("space_hash") != graph.space.space_hash():
+        raise RunDirError(f"{picked['checkpoint']} belongs to another search space than this run's.")
+    controller.load_state_dict(ckpt["controller"])
+    graph_source = "fresh initialisation (re-train)"
+    if fc.mode == "finetune":
+        if "meta_graph" in ckpt:
+            graph.load_state_dict(ckpt["meta_graph"])
+            graph_source = f"search epoch {picked['epoch']}"
+        else:
+            graph.load_state_dict(load_checkpoint(search_dir / "last.pt", map_location=device)["meta_graph"])
+            graph_source = "search last.pt (the picked epoch's meta-graph was not kept)"
+    for p in controller.parameters():
+        p.requires_grad_(False)
+
+    train_set = build_split(exp, "train", augment=exp.augment)
+    val_set = build_split(exp, "val", augment=False)
+    probe = make_loader(train_set, fc.batch_size, True, 0, exp, device, train=True)
+    steps = steps_per_epoch(probe, fc.max_steps_per_epoch)
+    optimizer = make_optimizer(
+        graph.parameters(), fc.resolved_optimizer, fc.resolved_lr, fc.resolved_weight_decay, fc.momentum, nesterov=True
+    )
+    scheduler = make_schedule(optimizer, fc.schedule, fc.epochs, steps)
+    metrics = MetricsLog(out / "metrics.csv", FINETUNE_COLUMNS)
+    first = 0
+    if state is not None:
+        graph.load_state_dict(state["meta_graph"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        first = state["epoch"] + 1
+    metrics.truncate(first)
+    val_loader = make_loader(val_set, max(fc.batch_size, 64), False, 0, exp, device, train=False)
+    t_start = time.time()
+    for epoch in range(first, fc.epochs):
+        t0 = time.time()
+        s = epoch_seed(exp.seed, "finetune", epoch)
+        seed_everything(s)
+        loader = make_loader(train_set, fc.batch_size, True, s, exp, device, train=True)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_routed_epoch(
+            graph, controller, optimizer, scheduler, loader, device, table, steps, exp.channels_last, progress,
+            f"{fc.out_dir} {epoch + 1}/{fc.epochs}",
+        )
+        val = infer(graph, val_loader, device, ("image", "label"), controller=controller, channels_last=exp.channels_last)
+        flat = val["policy"].reshape(len(val["label"]), -1)
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": tr["loss"],
+            "train_accuracy": tr["accuracy"],
+            "val_loss": float(val["loss"].mean()),
+            "val_accuracy": float((val["pred"] == val["label"]).float().mean()),
+            "mean_latency_ms": float(table.estimate(val["policy"].float()).mean()),
+            "val_distinct_policies": int(torch.unique(flat, dim=0).shape[0]),
+            "seconds": time.time() - t0,
+        }
+        save_checkpoint(
+            out / "last.pt",
+            {
+                "stage": "finetune",
+                "epoch": epoch,
+                "epochs": fc.epochs,
+                "space_hash": graph.space.space_hash(),
+                "config": config_to_dict(cfg),
+                "variant": fc.variant,
+                "search_checkpoint": picked["checkpoint"],
+                "meta_graph": graph.state_dict(),
+                "controller": controller.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": capture_rng_state(),
+                "metrics": row,
+            },
+        )
+        metrics.append(row)
+        if fc.stop_after_epoch is not None and epoch >= fc.stop_after_epoch and epoch < fc.epochs - 1:
+            break
+    rows = metrics.rows()
+    last = rows[-1] if rows else {}
+    summary = {
+        "stage": "finetune",
+        "mode": fc.mode,
+        "variant": fc.variant,
+        "picked": picked,
+        "graph_source": graph_source,
+        "optimizer": fc.resolved_optimizer,
+        "lr": fc.resolved_lr,
+        "epochs_done": len(rows),
+        "epochs": fc.epochs,
+        "finished": len(rows) >= fc.epochs,
+        "val_accuracy": float(last.get("val_accuracy") or "nan"),
+        "mean_latency_ms": float(last.get("mean_latency_ms") or "nan"),
+        "seconds_this_call": time.time() - t_start,
+    }
+    save_json(out / "summary.json", summary)
+    return summary
+
+
+def format_finetune_summary(s: dict) -> str:
+    return (
+        f"{s['mode']}: variant {s['variant']} (search epoch {s['picked']['epoch']}), {s['epochs_done']}/{s['epochs']} "
+        f"epochs, val accuracy {s['val_accuracy']:.4f}, mean latency {s['mean_latency_ms']:.3f} ms (table), "
+        f"{s['optimizer']} lr {s['lr']:g}, {s['seconds_this_call']:.1f} s"
+    )
