@@ -10,7 +10,8 @@ Only a training split exists in the file, so the splits are carved from it with 
 ``val_per_class`` / ``test_per_class``; report the split with any number measured on it.
 
 ``root`` is the folder holding ``train.npz`` (or a data root with a ``cifar10-jpeg/`` folder);
-without it, ``$INSTANAS_CIFAR10_JPEG``, else ``<data root>/cifar10-jpeg``. The images are
+without it, ``$INSTANAS_CIFAR10_JPEG``, else ``<data root>/cifar10-jpeg``, else the shared copy
+beside a checkout (``../shared/datasets/cifar10-jpeg``). The images are
 decoded once with PIL (about 5 s) and the uint8 array (N, 32, 32, 3) is cached as ``.npy`` in
 ``cache_dir`` (default ``<data root>/cache``, which git ignores), named after a fingerprint of the
 file (size, modification time, offsets and labels). Neither the file nor the cache belongs in
@@ -63,9 +64,15 @@ CIFAR10_JPEG_INFO = DatasetInfo(
 _DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
+# A checkout of the project finds the shared copy beside it (shared/datasets/cifar10-jpeg/README.md).
+_BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10-jpeg"
+
+
 def _locate(root: str | os.PathLike[str] | None) -> Path:
     if root is None:
         root = os.environ.get(CIFAR10_JPEG_ENV_VAR) or data_root() / "cifar10-jpeg"
+        if not Path(root).exists() and (_BESIDE_CHECKOUT / "train.npz").is_file():
+            root = _BESIDE_CHECKOUT
     base = Path(root).expanduser().resolve()
     for candidate in (base, base / "train.npz", base / "cifar10-jpeg" / "train.npz"):
         if candidate.is_file():
