@@ -160,6 +160,63 @@ for _name, _help in (
     command(_name, _help)((_stage_args, _stage_runner(_name)))
 
 
+# ---- baselines and comparators (Tables 1-3, Figure 6) --------------------------------------------
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    from .baselines import BASELINE_NAMES
+
+    p.add_argument("--model", required=True, metavar="NAME", help="baseline to train: " + ", ".join(BASELINE_NAMES))
+    _stage_args(p)
+
+
+def _baseline_run(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .stages.baseline import check_baseline_name, format_baseline_summary, run_baseline
+
+    try:
+        check_baseline_name(args.model)  # before reading any configuration
+        cfg = resolve_stage_config("baseline", args)
+        summary = run_baseline(
+            cfg, args.run_dir, args.model, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
+        )
+    except DatasetError as exc:
+        raise ValueError(str(exc)) from None
+    print(format_baseline_summary(summary))
+    return 0
+
+
+command("baseline", "train, test and time one baseline of Tables 1-3 into RUN/baselines/NAME/")(
+    (_baseline_args, _baseline_run)
+)
+
+
+def _comparator_args(p: argparse.ArgumentParser) -> None:
+    from .stages.comparators import COMPARATOR_STAGE_NAMES
+
+    p.add_argument("--name", required=True, metavar="NAME", help="comparator: " + ", ".join(COMPARATOR_STAGE_NAMES))
+    _stage_args(p)
+
+
+def _comparator_run(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .stages.comparators import check_comparator_name, format_comparator_summary, run_comparator
+
+    try:
+        check_comparator_name(args.name)  # before reading any configuration
+        cfg = resolve_stage_config("comparator", args)
+        summary = run_comparator(
+            cfg, args.run_dir, args.name, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
+        )
+    except DatasetError as exc:
+        raise ValueError(str(exc)) from None
+    print(format_comparator_summary(summary))
+    return 0
+
+
+command("comparator", "train and evaluate a Figure 6 comparator (blockdrop, convnet-aig, oneshot) into RUN/comparators/NAME/")(
+    (_comparator_args, _comparator_run)
+)
+
+
 # ---- book ----------------------------------------------------------------------------------------
 def _book_args(p: argparse.ArgumentParser) -> None:
     from .book import add_book_arguments

@@ -9,7 +9,10 @@ stage of one run shares) with one section per stage:
 * ``pretrain`` -- :class:`PretrainConfig` (stage a, §3.2);
 * ``search``   -- :class:`SearchConfig` (stage b, §3.3, Eq. 1-2);
 * ``finetune`` -- :class:`FinetuneConfig` (stage c, §3.1 c and §4.2's re-training);
-* ``evaluate`` -- :class:`EvaluateConfig`.
+* ``evaluate`` -- :class:`EvaluateConfig`;
+* ``baseline`` -- :class:`BaselineConfig` (the static baselines of Tables 1-3, and the re-training
+  of OneshotNAS's frontier points, trained with InstaNAS's re-training budget);
+* ``comparator`` -- :class:`ComparatorConfig` (BlockDrop, ConvNet-AIG and OneshotNAS, Figure 6).
 
 Presets (:data:`PRESETS`, :func:`get_preset`):
 
@@ -45,6 +48,9 @@ __all__ = [
     "SearchConfig",
     "FinetuneConfig",
     "EvaluateConfig",
+    "BaselineConfig",
+    "ComparatorConfig",
+    "baseline_like_retrain",
     "Config",
     "STAGES",
     "PRESETS",
@@ -55,7 +61,7 @@ __all__ = [
     "stage_profile_config",
 ]
 
-STAGES = ("profile", "pretrain", "search", "finetune", "evaluate")
+STAGES = ("profile", "pretrain", "search", "finetune", "evaluate", "baseline", "comparator")
 _SCHEDULES = ("cosine", "step", "constant")
 _VARIANTS = ("A", "B", "C", "D", "E")
 
@@ -290,7 +296,7 @@ class FinetuneConfig:
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _check(_valid_variant(self.variant), f"variant must be one of A-E, 'epoch:N' or 'last', got {self.variant!r}.")
         _check(
-            bool(self.out_dir) and "/" not in self.out_dir and self.out_dir not in ("profile", "pretrain", "search", "evaluate"),
+            bool(self.out_dir) and "/" not in self.out_dir and self.out_dir not in ("profile", "pretrain", "search", "evaluate", "baselines", "comparators"),
             f"out_dir must be a plain folder name other than another stage's, got {self.out_dir!r}.",
         )
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
@@ -339,6 +345,115 @@ class EvaluateConfig:
         _check(bool(self.source) and "/" not in self.source, f"source must be a stage folder name, got {self.source!r}.")
 
 
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Training of one static network from scratch: a baseline of Tables 1-3 (``instanas
+    baseline``) or a OneshotNAS frontier point (Figure 6).
+
+    "The meta-graph needs to re-train from scratch with respect to the picked policy. We use
+    Adam optimizer with learning rate 0.01 and decays with cosine annealing" (§4.2): the presets
+    give the baselines that re-training budget -- the preset's ``finetune`` epochs, batch size and
+    step limit, with the optimiser, learning rate and weight decay that the finetune section
+    resolves to in ``retrain`` mode (:func:`baseline_like_retrain`) -- so that InstaNAS and the
+    baselines are trained alike. The defaults are the paper presets' values.
+
+    Augmentation, data splits, seeds and threads come from the experiment; the latency is timed
+    with the evaluate section's ``measure_*`` settings, the same as InstaNAS's measured latency.
+    """
+
+    epochs: int = 300
+    batch_size: int = 32
+    optimizer: str = "adam"  # sgd | adam
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only (Nesterov)
+    schedule: str = "cosine"
+    max_steps_per_epoch: int | None = None
+    stop_after_epoch: int | None = None  # debug: stop (as if interrupted) once this epoch is done
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr")
+        _non_negative(self, "weight_decay", "momentum")
+        _check(self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {self.optimizer!r}.")
+        _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        _optional_positive(self, "max_steps_per_epoch")
+        _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+
+
+def baseline_like_retrain(finetune: FinetuneConfig) -> BaselineConfig:
+    """The baselines' budget: ``finetune``'s epochs, batch size, schedule and step limit, with
+    the optimiser settings it resolves to in ``retrain`` mode (Adam, lr 0.01 unless set)."""
+    retrain = dataclasses.replace(finetune, mode="retrain")
+    return BaselineConfig(
+        epochs=finetune.epochs,
+        batch_size=finetune.batch_size,
+        optimizer=retrain.resolved_optimizer,
+        lr=retrain.resolved_lr,
+        weight_decay=retrain.resolved_weight_decay,
+        momentum=finetune.momentum,
+        schedule=finetune.schedule,
+        max_steps_per_epoch=finetune.max_steps_per_epoch,
+    )
+
+
+@dataclass(frozen=True)
+class ComparatorConfig:
+    """The comparators of Figure 6, all starting from this run's pre-trained meta-graph.
+
+    * BlockDrop (Wu et al. 2018) and ConvNet-AIG (Veit & Belongie 2018) gate the cells of the
+      MobileNetV2 path of our search space, initialised from the meta-graph's ``ir_k3_e6``
+      branches. They train for ``epochs`` -- in the presets, the search's plus the fine-tuning's
+      epochs, the training InstaNAS gets after pre-training.
+      BlockDrop: Adam on the policy network at ``blockdrop_lr`` (BlockDrop's default 1e-4),
+      REINFORCE with the greedy baseline, encouragement ``blockdrop_alpha`` (0.8, as InstaNAS),
+      reward ``1 - usage^2`` or ``-blockdrop_penalty``; with ``blockdrop_joint`` the backbone is
+      fine-tuned on the sampled paths at ``blockdrop_backbone_lr`` (BlockDrop's joint stage).
+      ConvNet-AIG: SGD (Nesterov, momentum 0.9) on backbone and gates, cross-entropy plus
+      ``aig_rate_weight`` (ConvNet-AIG's 2) x the target-rate loss towards ``aig_target_rate``,
+      straight-through Gumbel gates at temperature ``aig_tau``.
+    * OneshotNAS (Bender et al. 2018; §4.2: "sample 10,000 models from the meta-graph and train
+      the trade-off frontier points from scratch"): ``oneshot_samples`` architectures scored with
+      the shared weights on the validation split (``oneshot_bn``: ``batch`` statistics as Bender
+      et al., or the ``running`` ones; ``oneshot_eval_batches`` limits the batches), then up to
+      ``oneshot_retrain_top`` frontier points, spread along the latency axis, re-trained from
+      scratch with the ``baseline`` section's budget.
+
+    Learning rates, penalty and target rate are this reproduction's settings (the paper states
+    none for the comparators).
+    """
+
+    epochs: int = 800
+    batch_size: int = 32
+    schedule: str = "cosine"
+    max_steps_per_epoch: int | None = None
+    stop_after_epoch: int | None = None
+    blockdrop_lr: float = 1e-4
+    blockdrop_joint: bool = True
+    blockdrop_backbone_lr: float = 1e-4
+    blockdrop_penalty: float = 5.0
+    blockdrop_alpha: float = 0.8
+    aig_lr: float = 0.01
+    aig_weight_decay: float = 5e-4
+    aig_target_rate: float = 0.6
+    aig_rate_weight: float = 2.0
+    aig_tau: float = 1.0
+    oneshot_samples: int = 10000
+    oneshot_bn: str = "batch"
+    oneshot_eval_batches: int | None = None
+    oneshot_retrain_top: int = 5
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "blockdrop_lr", "blockdrop_backbone_lr", "aig_lr", "aig_tau")
+        _positive(self, "oneshot_samples")
+        _non_negative(self, "blockdrop_penalty", "aig_weight_decay", "aig_rate_weight", "oneshot_retrain_top")
+        _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        _check(0.0 <= self.blockdrop_alpha <= 1.0, f"blockdrop_alpha must lie in [0, 1], got {self.blockdrop_alpha}.")
+        _check(0.0 <= self.aig_target_rate <= 1.0, f"aig_target_rate must lie in [0, 1], got {self.aig_target_rate}.")
+        _check(self.oneshot_bn in ("batch", "running"), f"oneshot_bn must be batch or running, got {self.oneshot_bn!r}.")
+        _optional_positive(self, "max_steps_per_epoch", "oneshot_eval_batches")
+        _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+
+
 def _valid_variant(v: str) -> bool:
     if v in _VARIANTS or v == "last":
         return True
@@ -358,6 +473,8 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    comparator: ComparatorConfig = field(default_factory=ComparatorConfig)
 
 
 _SECTIONS = ("experiment",) + STAGES
@@ -379,6 +496,7 @@ def stage_profile_config(cfg: Config) -> ProfileConfig:
 
 # ---- presets -----------------------------------------------------------------------------------
 def _smoke() -> Config:
+    finetune = FinetuneConfig(epochs=2, batch_size=32, max_steps_per_epoch=2)
     return Config(
         preset="smoke",
         experiment=ExperimentConfig(dataset="digits", width_mult=0.25, train_per_class=10, eval_per_class=5, threads=1),
@@ -388,8 +506,13 @@ def _smoke() -> Config:
             epochs=3, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9,
             max_steps_per_epoch=2, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1,
         ),
-        finetune=FinetuneConfig(epochs=2, batch_size=32, max_steps_per_epoch=2),
+        finetune=finetune,
         evaluate=EvaluateConfig(batch_size=64, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1),
+        baseline=baseline_like_retrain(finetune),
+        comparator=ComparatorConfig(
+            epochs=2, max_steps_per_epoch=2, blockdrop_lr=1e-3, blockdrop_backbone_lr=1e-3,
+            oneshot_samples=20, oneshot_eval_batches=1, oneshot_retrain_top=2,
+        ),
     )
 
 
@@ -400,6 +523,9 @@ def _cpu() -> Config:
     # scale: 12 search epochs instead of 500, so U_t falls ~40x faster per step; alpha 0.9 and
     # U_end = 0.8 x the MobileNetV2 path keep the end of the schedule reachable by sampled
     # policies, and a small entropy bonus lets the policy sharpen within the short search.
+    # Baselines: the finetune budget as re-training from scratch (Adam, lr 0.01, 6 epochs);
+    # comparators: search + finetune epochs after the same pre-training.
+    finetune = FinetuneConfig(epochs=6, batch_size=32, lr=0.01)
     return Config(
         preset="cpu",
         experiment=ExperimentConfig(dataset="digits", width_mult=0.5, stage24_stride=2, threads=1),
@@ -409,8 +535,12 @@ def _cpu() -> Config:
             epochs=12, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
             entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
         ),
-        finetune=FinetuneConfig(epochs=6, batch_size=32, lr=0.01),
+        finetune=finetune,
         evaluate=EvaluateConfig(measure_samples=16, measure_min_run_time=0.02, measure_blocks=2),
+        baseline=baseline_like_retrain(finetune),
+        comparator=ComparatorConfig(
+            epochs=12 + finetune.epochs, blockdrop_lr=1e-3, oneshot_samples=200, oneshot_retrain_top=3
+        ),
     )
 
 
@@ -419,6 +549,7 @@ def _cifar10_cpu() -> Config:
     # 1,000), width 0.5, 24-channel stage at stride 2, one thread. Measured on the 2-core build
     # machine: 62 s per pre-training epoch, 93 s per search epoch (+ ~50 s profiling), so about
     # 16 + 24 + 7 minutes for the three stages.
+    finetune = FinetuneConfig(epochs=8, batch_size=32, lr=0.01)
     return Config(
         preset="cifar10-cpu",
         experiment=ExperimentConfig(
@@ -430,21 +561,28 @@ def _cifar10_cpu() -> Config:
             epochs=15, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
             entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
         ),
-        finetune=FinetuneConfig(epochs=8, batch_size=32, lr=0.01),
+        finetune=finetune,
         evaluate=EvaluateConfig(measure_samples=32, measure_min_run_time=0.02, measure_blocks=2),
+        baseline=baseline_like_retrain(finetune),
+        comparator=ComparatorConfig(
+            epochs=15 + finetune.epochs, blockdrop_lr=1e-3, oneshot_samples=200, oneshot_retrain_top=3
+        ),
     )
 
 
 def _paper(dataset: str) -> Config:
     # §4.2 and the original code's published commands; 'retrain' is what the paper reports.
+    finetune = FinetuneConfig(mode="retrain", epochs=300, batch_size=32)
     return Config(
         preset=dataset,
         experiment=ExperimentConfig(dataset=dataset, width_mult=1.0, num_workers=4),
         profile=ProfileConfig(min_run_time=0.05, blocks=5, children=64),
         pretrain=PretrainConfig(),
         search=SearchConfig(keep_graph_checkpoints=False, measure_samples=16),
-        finetune=FinetuneConfig(mode="retrain", epochs=300, batch_size=32),
+        finetune=finetune,
         evaluate=EvaluateConfig(measure_samples=100),
+        baseline=baseline_like_retrain(finetune),  # §4.2's re-training: Adam, lr 0.01, cosine, 300 epochs
+        comparator=ComparatorConfig(epochs=SearchConfig().epochs + finetune.epochs),  # 10,000 one-shot samples
     )
 
 
@@ -567,6 +705,8 @@ def config_from_dict(d: dict) -> Config:
         "search": SearchConfig,
         "finetune": FinetuneConfig,
         "evaluate": EvaluateConfig,
+        "baseline": BaselineConfig,
+        "comparator": ComparatorConfig,
     }
     try:
         return Config(preset=d.get("preset", "custom"), **{k: kinds[k](**d[k]) for k in kinds if k in d})

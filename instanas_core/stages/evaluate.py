@@ -12,6 +12,11 @@ Every sample of the chosen split is routed through its greedy policy. Written to
   measured latency where timed, difficulty, policy bits);
 * ``records.npz``: the same plus the controller's probabilities (N, T, K), for the notebooks;
 * ``selection_rates.csv``: (cell, module) selection rates.
+
+On the test split it also appends ``InstaNAS-<variant>`` rows to ``RUN/results.csv``
+(:mod:`instanas_core.results`): one with the table estimate (``latency_kind="estimated"``) and,
+when samples were timed, one with the measured routed latency (``"measured"``); parameters and
+MACs are those of each sample's child network plus the controller, averaged over samples.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
+from ..policy import enforce_at_least_one
+from ..results import ResultRow, append_result
 from ..reward import reference_latencies
-from ..rundir import RunDirError, load_checkpoint, save_json, seed_everything, stage_dir
+from ..rundir import RunDirError, load_checkpoint, load_json, save_json, seed_everything, stage_dir
 from .common import (
     begin_stage,
     build_models,
@@ -40,7 +48,7 @@ from .common import (
 )
 from .variants import resolve_variant
 
-__all__ = ["run_evaluate", "load_trained", "difficulty_correlation", "format_evaluate_summary"]
+__all__ = ["run_evaluate", "load_trained", "difficulty_correlation", "instanas_costs", "format_evaluate_summary"]
 
 
 def load_trained(cfg: Config, run_dir: str | Path, device: torch.device, source: str, variant: str):
@@ -149,9 +157,75 @@ def run_evaluate(
             }
         _write_records(start.out, res, correct, latency, measured, has_difficulty)
         _write_rates(start.out / "selection_rates.csv", rates, space.modules)
+        costs = instanas_costs(graph, controller, table, policy, device)
+        summary.update({"params_mean": float(costs["params"].mean()), "macs_mean": float(costs["macs"].mean())})
+        if ec.split == "test":  # reported numbers only; validation runs are for selection
+            summary["results_appended"] = _append_results(cfg, run_dir, summary, costs, str(device))
         summary["seconds"] = time.time() - t0
         save_json(start.out / "summary.json", summary)
     return summary
+
+
+def instanas_costs(graph, controller, table, policy: torch.Tensor, device) -> dict:
+    """Per-sample parameters and MACs (N,) of the routed network: stem, head and controller plus
+    the selected modules' table entries (``policy``: (N, T, K))."""
+    space = graph.space
+    res = space.resolution
+    last = space.cells()[-1]
+    fixed_macs = (
+        count_macs(graph.stem, (1, 3, res, res), device)
+        + count_macs(graph.head, (1, last.out_channels, last.out_size, last.out_size), device)
+        + count_macs(controller, (1, 3, res, res), device)
+    )
+    fixed_params = count_params(graph.stem) + count_params(graph.head) + count_params(controller)
+    p = enforce_at_least_one(policy.detach().cpu(), space).double()  # (N, T, K)
+    cell_macs = torch.as_tensor(table.cell_module_macs, dtype=torch.float64)  # (T, K)
+    cell_params = torch.as_tensor(table.cell_module_params, dtype=torch.float64)
+    return {
+        "macs": (p * cell_macs).flatten(1).sum(1).numpy() + fixed_macs,
+        "params": (p * cell_params).flatten(1).sum(1).numpy() + fixed_params,
+    }
+
+
+def _append_results(cfg: Config, run_dir, summary: dict, costs: dict, device: str) -> list[str]:
+    """``InstaNAS-<variant>`` rows: the table estimate and, if timed, the measured latency."""
+    ec = cfg.evaluate
+    if ec.source == "search":
+        variant = ec.variant
+    else:
+        saved = stage_dir(run_dir, ec.source) / "config.json"
+        variant = load_json(saved)["finetune"]["variant"] if saved.is_file() else "?"
+    name = f"InstaNAS-{variant}"
+    common = dict(
+        name=name,
+        dataset=summary["dataset"],
+        preset=cfg.preset,
+        seed=cfg.experiment.seed,
+        accuracy=100.0 * summary["accuracy"],
+        params=int(round(float(costs["params"].mean()))),
+        flops=int(round(float(costs["macs"].mean()))),
+        device=device,
+    )
+    extra = {
+        "stage": "evaluate", "source": ec.source, "variant": variant, "model": summary["model"],
+        "split": ec.split, "test_n": summary["n"], "distinct_policies": summary["distinct_policies"],
+        "macs_std": float(costs["macs"].std()), "params_std": float(costs["params"].std()),
+        "latency_std": "over images", "controller_included": True,
+    }
+    est = summary["latency_estimate_ms"]
+    append_result(run_dir, ResultRow(
+        **common, latency_mean_ms=est["mean"], latency_std_ms=est["std"], latency_kind="estimated",
+        extra={**extra, "latency_images": summary["n"]},
+    ))
+    kinds = ["estimated"]
+    m = summary["latency_measured_ms"]
+    if m["samples"]:
+        append_result(run_dir, ResultRow(
+            **common, latency_mean_ms=m["mean"], latency_std_ms=m["std"], latency_kind="measured",
+            extra={**extra, "latency_images": m["samples"], "threads": m["threads"]},
+        ))
+        kinds.append("measured")
+    return kinds
 
 
 def _write_records(out: Path, res: dict, correct, latency, measured, has_difficulty: bool) -> None:

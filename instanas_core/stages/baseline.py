@@ -1,0 +1,427 @@
+"""The baselines of Tables 1-3, trained and measured like InstaNAS (paper §4.2).
+
+``instanas baseline --model NAME`` trains one network of
+:data:`instanas_core.baselines.BASELINE_NAMES` (MobileNetV2 0.4/1.0/1.4, ShuffleNetV2
+0.5/1.0/1.5/2.0, ResNet-50/101, the in-space MobileNetV2 path) from scratch with what the InstaNAS
+stages use: the same data splits and subsets, augmentation (§4.2: crop, flip, Cutout), seeded
+per-epoch data order, optimiser and schedule helpers, and the re-training budget of the preset
+(:class:`~instanas_core.config.BaselineConfig`: "MobileNetV2 1.0 trained with the same budget").
+At the end it reports test accuracy, parameters, MACs (:func:`instanas_core.flops.count_macs`)
+and batch-1 latency mean +- std timed with the evaluate section's settings
+(:func:`instanas_core.baselines.measure_model_latency`), and appends a row to ``RUN/results.csv``.
+
+Baselines keep their own named widths (``mobilenetv2-1.0`` is width 1.0 even where the cpu
+presets run InstaNAS's meta-graph at width 0.5); the summary says so.
+
+Written to ``RUN/baselines/<NAME>/``: ``config.json``, ``environment.json``, ``metrics.csv``
+(one row per epoch), ``last.pt`` (resumable) and ``summary.json``.
+
+The training loop here (:func:`train_epoch`, :func:`fit`) is shared with the comparators of
+Figure 6 (:mod:`instanas_core.stages.comparators`): a model is trained through a ``step_fn``
+that returns its loss and statistics, so one loop serves a plain classifier, BlockDrop's
+REINFORCE step and ConvNet-AIG's gated step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..baselines import BASELINE_NAMES, BASELINES, build_baseline, measure_model_latency
+from ..config import Config, ConfigError, config_to_dict
+from ..flops import count_macs, count_params
+from ..latency import TimingConfig, thread_limit
+from ..results import ResultRow, append_result
+from ..rundir import (
+    MetricsLog,
+    RunDirError,
+    capture_rng_state,
+    epoch_seed,
+    load_json,
+    restore_rng_state,
+    save_checkpoint,
+    save_json,
+    seed_everything,
+)
+from .common import (
+    Meter,
+    begin_stage,
+    build_split,
+    limited,
+    make_loader,
+    make_optimizer,
+    make_schedule,
+    progress_bar,
+    steps_per_epoch,
+    to_device,
+)
+
+__all__ = [
+    "BASELINE_COLUMNS",
+    "LoopSettings",
+    "StepFn",
+    "train_epoch",
+    "fit",
+    "classify",
+    "evaluate_classifier",
+    "measurement_timing",
+    "train_static_network",
+    "finish_static_network",
+    "check_baseline_name",
+    "static_result_row",
+    "finished_summary",
+    "run_baseline",
+    "format_baseline_summary",
+]
+
+BASELINE_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+
+# step_fn(x, y, generator) -> {"loss": tensor to backpropagate, "accuracy": ..., other scalars}
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], dict]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How long :func:`fit` trains and how each epoch is seeded (``epoch_seed(seed, stage, e)``)."""
+
+    epochs: int
+    batch_size: int
+    max_steps_per_epoch: int | None = None
+    stop_after_epoch: int | None = None
+    stage: str = "baseline"
+
+
+# ---- one epoch, the epoch loop -----------------------------------------------------------------
+def train_epoch(
+    step_fn: StepFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loader,
+    device: torch.device,
+    steps: int,
+    generator: torch.Generator,
+    channels_last: bool = True,
+    progress: bool = False,
+    desc: str = "train",
+) -> dict:
+    """One epoch: ``step_fn`` per batch, then backward, optimiser and per-step schedule.
+    Returns the per-sample means of every statistic ``step_fn`` reports (``loss``, ``accuracy``,
+    ...). The caller sets the model's train/eval modes."""
+    meter = Meter()
+    bar = progress_bar(limited(loader, steps), steps, desc, progress)
+    for image, label in bar:
+        x = to_device(image, device, channels_last)
+        y = label.to(device, non_blocking=True)
+        out = step_fn(x, y, generator)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        meter.update(len(y), **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()})
+        bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('accuracy'):.3f}")
+    return {k: meter.mean(k) for k in meter.sums}
+
+
+def fit(
+    model: nn.Module,
+    step_fn: StepFn,
+    validate_fn: Callable[[nn.Module], dict],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    train_set,
+    cfg: Config,
+    device: torch.device,
+    out: Path,
+    columns: tuple[str, ...],
+    loop: LoopSettings,
+    steps: int,
+    state: dict | None = None,
+    checkpoint_extra: dict | None = None,
+    train_mode: Callable[[nn.Module], None] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> list[dict]:
+    """Train ``model`` for ``loop.epochs`` (resuming from ``state``), validating, checkpointing
+    (``out/last.pt``) and logging (``out/metrics.csv``) after every epoch, like the InstaNAS
+    stages. Each row is ``epoch``, ``lr``, ``train_<statistic>`` for every statistic of
+    ``step_fn``, the ``validate_fn`` dict and ``seconds``; ``columns`` must name exactly these.
+    Returns the rows of ``metrics.csv``."""
+    exp = cfg.experiment
+    metrics = MetricsLog(out / "metrics.csv", columns)
+    first = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        first = state["epoch"] + 1
+    metrics.truncate(first)
+    for epoch in range(first, loop.epochs):
+        t0 = time.time()
+        # Re-seed from (seed, epoch): data order, augmentation and sampling replay exactly on resume.
+        s = epoch_seed(exp.seed, loop.stage, epoch)
+        seed_everything(s)
+        loader = make_loader(train_set, loop.batch_size, True, s, exp, device, train=True)
+        gen = torch.Generator().manual_seed(s)
+        lr = optimizer.param_groups[0]["lr"]
+        (train_mode or nn.Module.train)(model)
+        tr = train_epoch(
+            step_fn, optimizer, scheduler, loader, device, steps, gen, exp.channels_last, progress,
+            f"{desc} {epoch + 1}/{loop.epochs}",
+        )
+        val = validate_fn(model)
+        row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **val, "seconds": time.time() - t0}
+        # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
+        save_checkpoint(
+            out / "last.pt",
+            {
+                "epoch": epoch,
+                "epochs": loop.epochs,
+                "config": config_to_dict(cfg),
+                **(checkpoint_extra or {}),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": capture_rng_state(),
+                "metrics": row,
+            },
+        )
+        metrics.append(row)
+        if loop.stop_after_epoch is not None and epoch >= loop.stop_after_epoch and epoch < loop.epochs - 1:
+            break
+    return metrics.rows()
+
+
+# ---- inference ---------------------------------------------------------------------------------
+ForwardFn = Callable[[nn.Module, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+
+
+@torch.no_grad()
+def classify(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    channels_last: bool = True,
+    forward: ForwardFn | None = None,
+) -> dict[str, torch.Tensor]:
+    """Eval-mode predictions over ``loader``: CPU tensors ``label``, ``pred``, ``loss`` (N,) and,
+    when ``forward(model, x)`` returns ``(logits, masks)``, ``mask`` (N, ...) -- the executed
+    cells of a gated comparator."""
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {}
+    for image, label in loader:
+        x = to_device(image, device, channels_last)
+        y = label.to(device)
+        res = forward(model, x) if forward is not None else model(x)
+        logits, mask = res if isinstance(res, tuple) else (res, None)  # (B, classes), (B, T)
+        rows = {"label": y, "pred": logits.argmax(1), "loss": F.cross_entropy(logits, y, reduction="none")}
+        if mask is not None:
+            rows["mask"] = mask
+        for k, v in rows.items():
+            out.setdefault(k, []).append(v.detach().cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def evaluate_classifier(
+    model: nn.Module, loader, device: torch.device, channels_last: bool = True, prefix: str = "val"
+) -> dict:
+    """``{prefix}_loss`` and ``{prefix}_accuracy`` (fraction) of a static network."""
+    res = classify(model, loader, device, channels_last)
+    return {
+        f"{prefix}_loss": float(res["loss"].mean()),
+        f"{prefix}_accuracy": float((res["pred"] == res["label"]).float().mean()),
+    }
+
+
+def measurement_timing(cfg: Config) -> TimingConfig:
+    """The timing of InstaNAS's measured latency (the evaluate stage's ``measure_*``)."""
+    ec = cfg.evaluate
+    return TimingConfig(min_run_time=ec.measure_min_run_time, blocks=ec.measure_blocks, warmup=2)
+
+
+# ---- a static network from scratch: train, then test, cost, latency ---------------------------
+def train_static_network(
+    cfg: Config,
+    model: nn.Module,
+    out: Path,
+    device: torch.device,
+    state: dict | None,
+    checkpoint_extra: dict | None = None,
+    progress: bool = False,
+    desc: str = "baseline",
+) -> list[dict]:
+    """Train a static classifier with the ``baseline`` section's budget on the experiment's
+    training split (cross-entropy), validating on its validation split; returns the metrics rows."""
+    exp, bc = cfg.experiment, cfg.baseline
+    train_set = build_split(exp, "train", augment=exp.augment)
+    val_set = build_split(exp, "val", augment=False)
+    probe = make_loader(train_set, bc.batch_size, True, 0, exp, device, train=True)
+    steps = steps_per_epoch(probe, bc.max_steps_per_epoch)
+    optimizer = make_optimizer(model.parameters(), bc.optimizer, bc.lr, bc.weight_decay, bc.momentum, nesterov=True)
+    scheduler = make_schedule(optimizer, bc.schedule, bc.epochs, steps)
+    val_loader = make_loader(val_set, max(bc.batch_size, 64), False, 0, exp, device, train=False)
+
+    def step(x: torch.Tensor, y: torch.Tensor, _gen: torch.Generator) -> dict:
+        logits = model(x)  # (B, classes)
+        return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean().detach()}
+
+    loop = LoopSettings(bc.epochs, bc.batch_size, bc.max_steps_per_epoch, bc.stop_after_epoch, "baseline")
+    return fit(
+        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.channels_last), optimizer, scheduler,
+        train_set, cfg, device, out, BASELINE_COLUMNS, loop, steps, state, checkpoint_extra, None, progress, desc,
+    )
+
+
+def finish_static_network(cfg: Config, model: nn.Module, device: torch.device) -> dict:
+    """Test accuracy (fraction), parameters, MACs and measured batch-1 latency of a trained
+    static network (:func:`measure_model_latency`: mean +- std over timing blocks)."""
+    exp, ec = cfg.experiment, cfg.evaluate
+    resolution = exp.info.resolution
+    test_set = build_split(exp, "test", augment=False)
+    loader = make_loader(test_set, ec.batch_size, False, 0, exp, device, train=False)
+    res = classify(model, loader, device, exp.channels_last)
+    latency = measure_model_latency(model, resolution, ec.measure_threads, measurement_timing(cfg), device)
+    return {
+        "test_accuracy": float((res["pred"] == res["label"]).float().mean()),
+        "test_n": int(len(res["label"])),
+        "params": count_params(model),
+        "macs": count_macs(model, (1, 3, resolution, resolution), device),
+        "latency_ms": latency,
+    }
+
+
+def check_baseline_name(name: str) -> None:
+    """Refuse an unknown baseline name with the list of known ones."""
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; known baselines: {', '.join(BASELINE_NAMES)}.")
+
+
+def static_result_row(cfg: Config, name: str, run_dir, device, final: dict, extra: dict) -> ResultRow:
+    """The results row of a static network from :func:`finish_static_network`'s output."""
+    lat = final["latency_ms"]
+    return ResultRow(
+        name=name,
+        dataset=cfg.experiment.dataset,
+        preset=cfg.preset,
+        seed=cfg.experiment.seed,
+        accuracy=100.0 * final["test_accuracy"],
+        latency_mean_ms=lat["mean_ms"],
+        latency_std_ms=lat["std_ms"],
+        latency_kind="measured",
+        params=int(final["params"]),
+        flops=int(final["macs"]),
+        run_dir=str(run_dir),
+        device=str(device),
+        extra=extra,
+    )
+
+
+def run_baseline(
+    cfg: Config,
+    run_dir: str | Path,
+    model_name: str,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Train, test and time baseline ``model_name`` into ``RUN/baselines/<model_name>/``; append
+    its row to ``RUN/results.csv``; return the summary (also ``summary.json``).
+
+    ``resume`` continues from ``last.pt``; a baseline that already finished is not trained,
+    measured or recorded again (its saved summary is returned). ``overwrite`` starts it again.
+    A run stopped early by ``baseline.stop_after_epoch`` writes a summary with
+    ``finished=False`` and no results row.
+    """
+    check_baseline_name(model_name)
+    exp, bc = cfg.experiment, cfg.baseline
+    folder = f"baselines/{model_name}"
+    start = begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder)
+    out, device = start.out, start.device
+    previous = finished_summary(out) if start.resume_state is not None else None
+    if previous is not None:
+        return previous
+    spec = BASELINES[model_name]
+    with thread_limit(exp.threads):
+        t_start = time.time()
+        torch.manual_seed(exp.seed)
+        model = build_baseline(model_name, exp.info.resolution, exp.info.num_classes)
+        if exp.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model = model.to(device)
+        rows = train_static_network(
+            cfg, model, out, device, start.resume_state, {"stage": "baseline", "model_name": model_name},
+            progress, model_name,
+        )
+        last = rows[-1] if rows else {}
+        summary = {
+            "stage": "baseline",
+            "model": model_name,
+            "family": spec.family,
+            "width": spec.size,
+            "width_note": (
+                f"{model_name} keeps its own named {'depth' if spec.family == 'resnet' else 'width'} ({spec.size:g}); "
+                f"this run's InstaNAS meta-graph "
+                f"is at width_mult {exp.width_mult:g}"
+                + (f" with the 24-channel stage at stride {exp.stage24_stride}" if exp.stage24_stride else "")
+                + "."
+            ),
+            "dataset": exp.dataset,
+            "optimizer": bc.optimizer,
+            "lr": bc.lr,
+            "epochs_done": len(rows),
+            "epochs": bc.epochs,
+            "finished": len(rows) >= bc.epochs,
+            "val_accuracy": float(last.get("val_accuracy") or "nan"),
+        }
+        if summary["finished"]:
+            final = finish_static_network(cfg, model, device)
+            row = static_result_row(
+                cfg, model_name, run_dir, device, final,
+                {"stage": "baseline", "folder": folder, "family": spec.family, "width": spec.size,
+                 "latency_std": "over timing blocks", "epochs": bc.epochs, "test_n": final["test_n"]},
+            )
+            append_result(run_dir, row)
+            summary.update(
+                {
+                    "split": "test",
+                    **final,
+                    "accuracy_pct": row.accuracy,
+                    "latency_kind": "measured",
+                    "latency_std_over": "timing blocks (one static network)",
+                    "result_appended": True,
+                }
+            )
+        summary["seconds_this_call"] = time.time() - t_start
+    save_json(out / "summary.json", summary)
+    return summary
+
+
+def finished_summary(out: Path) -> dict | None:
+    """The saved summary of a stage that already finished and recorded its result, else None."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = load_json(path)
+    except (OSError, ValueError):
+        raise RunDirError(f"{path} is damaged; use --overwrite to run this stage again.") from None
+    return saved if saved.get("finished") and saved.get("result_appended") else None
+
+
+def format_baseline_summary(s: dict) -> str:
+    head = f"baseline {s['model']}: {s['epochs_done']}/{s['epochs']} epochs, val accuracy {s['val_accuracy']:.4f}"
+    if not s.get("result_appended"):
+        return head + " (stopped early: no test result yet; continue with --resume)"
+    lat = s["latency_ms"]
+    return (
+        f"{head}, test accuracy {s['test_accuracy']:.4f}, {s['params'] / 1e6:.3f} M params, "
+        f"{s['macs'] / 1e6:.2f} M MACs, latency {lat['mean_ms']:.3f} +- {lat['std_ms']:.3f} ms "
+        f"(batch 1, {lat['threads']} thread(s), {lat['device']}); row appended to results.csv. {s['width_note']}"
+    )
