@@ -105,6 +105,8 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override a setting: field of this stage or of the experiment, or section.field")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--download", action="store_true",
+                   help="cifar10/cifar100: download the files into the data root when they are missing")
 
 
 def resolve_stage_config(stage: str, args: argparse.Namespace):
@@ -131,6 +133,8 @@ def resolve_stage_config(stage: str, args: argparse.Namespace):
         extra.append(f"experiment.dataset={args.dataset}")
     if args.device is not None:
         extra.append(f"experiment.device={args.device}")
+    if getattr(args, "download", False):
+        extra.append("experiment.download=true")
     return apply_overrides(cfg, extra + list(args.overrides), section=stage)
 
 

@@ -110,6 +110,7 @@ class ExperimentConfig:
     seed: int = 0  # model initialisation, data order, augmentation, policy sampling
     device: str = "cpu"
     augment: bool = True  # the §4.2 training augmentation (crop, flip, Cutout) of the data set
+    download: bool = False  # cifar10/cifar100 only: fetch the files into data_root when missing
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default)
     # NHWC tensors: on CPU, depthwise-convolution backward is >10x faster (oneDNN).

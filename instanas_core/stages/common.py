@@ -90,6 +90,8 @@ def build_split(
         options["return_difficulty"] = return_difficulty
     elif return_difficulty:
         raise ConfigError(f"{exp.dataset!r} has no difficulty levels (only synthetic-difficulty does).")
+    if exp.download:
+        options["download"] = True
     try:
         return build_dataset(
             exp.dataset,
@@ -368,7 +370,7 @@ def begin_stage(
 
 
 # Settings that may differ between an interrupted run and its resumption.
-_RESUME_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "measure_samples"}
+_RESUME_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "download", "measure_samples"}
 
 
 def _check_same(saved: Config, cfg: Config, sections: tuple[str, ...], name: str) -> None:
