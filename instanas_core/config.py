@@ -530,7 +530,7 @@ def _cpu() -> Config:
     return Config(
         preset="cpu",
         experiment=ExperimentConfig(dataset="digits", width_mult=0.5, stage24_stride=2, threads=1),
-        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=16),
+        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=40),
         pretrain=PretrainConfig(epochs=12, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
         search=SearchConfig(
             epochs=12, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
@@ -556,7 +556,7 @@ def _cifar10_cpu() -> Config:
         experiment=ExperimentConfig(
             dataset="cifar10-jpeg", width_mult=0.5, stage24_stride=2, train_per_class=300, eval_per_class=100, threads=1
         ),
-        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=16),
+        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=40),
         pretrain=PretrainConfig(epochs=15, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
         search=SearchConfig(
             epochs=15, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
