@@ -79,6 +79,53 @@ __all__ = [
     "stack_panels",
     "lut_rows",
     "correlation_rows",
+    "LATENCY_KINDS",
+    "stage_config",
+    "ensure_stage",
+    "ensure_search",
+    "read_metrics",
+    "melt",
+    "train_val_curves",
+    "stage_rows",
+    "search_rows",
+    "read_variants",
+    "search_tradeoff_points",
+    "variant_pick_rows",
+    "load_run_table",
+    "reference_lines",
+    "greedy_latencies",
+    "BOOK_VARIANTS",
+    "book_variants",
+    "variant_config",
+    "ensure_evaluation",
+    "ensure_variant",
+    "variant_rows",
+    "variant_points",
+    "load_records",
+    "split_images",
+    "class_names",
+    "figure7_data",
+    "figure7_rows",
+    "figure8_boxes",
+    "architecture_rows",
+    "DIFFICULTY_RUNS",
+    "difficulty_config",
+    "ensure_difficulty_run",
+    "difficulty_rows",
+    "BOOK_BASELINES",
+    "BOOK_COMPARATORS",
+    "book_baselines",
+    "ensure_baseline",
+    "baseline_rows",
+    "ensure_comparator",
+    "load_oneshot_samples",
+    "paper_table_for",
+    "latest_results",
+    "result_family",
+    "comparison_rows",
+    "reduction_rows",
+    "tradeoff_methods",
+    "tradeoff_rows",
 ]
 
 MANIFEST_FILE = "book_manifest.json"
@@ -175,6 +222,11 @@ def notebook_parameters(nb: Any, label: str = "notebook") -> dict[str, NotebookP
         except ValueError:
             raise BookError(f"parameter {stmt.targets[0].id!r} of {label} has a non-literal default (line {stmt.lineno}).") from None
         line = lines[stmt.end_lineno - 1]
+        if stmt.lineno == stmt.end_lineno and line.count("=") > 1:  # papermill's own parser would skip the line
+            raise BookError(
+                f"line {stmt.lineno} of the parameters cell of {label} holds more than one '=' (in a default or its comment); "
+                "papermill cannot parse such a line: reword it."
+            )
         help_text = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset :] else ""
         params[stmt.targets[0].id] = NotebookParameter(stmt.targets[0].id, default, help_text)
     for name in REQUIRED_PARAMETERS:
@@ -657,6 +709,18 @@ class BookContext:
         exp = self.cfg.experiment
         return f"preset {self.preset} \u00b7 {dataset_info(exp.dataset).title} \u00b7 width {exp.width_mult} \u00b7 {self.machine}"
 
+    def for_config(self, cfg: Any) -> "BookContext":
+        """The same notebook and run folder, labelled with another experiment's configuration
+        (a sub-run such as ``RUN/synthetic``), so its figures and tables name its data set."""
+        return dataclasses.replace(self, cfg=cfg)
+
+    def context(self, latency: str | None = None) -> str:
+        """:attr:`label` plus how the latencies shown were obtained: ``latency`` is a key of
+        :data:`LATENCY_KINDS` (``"estimated"``, ``"measured"``, ``"both"``, ``"mixed"``) or free text."""
+        if latency is None:
+            return self.label
+        return f"{self.label} \u00b7 latency {LATENCY_KINDS.get(latency, latency)}"
+
     def show(self, fig: Any, name: str) -> Any:
         """Save ``fig`` (PNG + PDF in RUN/figures) and return the PNG for the notebook to display."""
         from IPython.display import Image
@@ -666,8 +730,14 @@ class BookContext:
         paths = save_figure(fig, self.run_dir, name)
         return Image(filename=str(paths["png"]))
 
-    def table(self, rows: Sequence[Mapping[str, Any]], name: str, floatfmt: str = ".4g") -> Any:
-        """Write ``rows`` to RUN/tables/NAME.csv and return them as a Markdown table to display."""
+    def table(
+        self, rows: Sequence[Mapping[str, Any]], name: str, floatfmt: str = ".4g", latency: str | None = None, title: str | None = None
+    ) -> Any:
+        """Write ``rows`` to RUN/tables/NAME.csv and NAME.md and return the Markdown to display.
+
+        The Markdown is headed by ``title`` (if given) and a line naming preset, data set,
+        width, machine and, with ``latency``, how latencies were obtained (see :meth:`context`);
+        the CSV holds the rows only."""
         from IPython.display import Markdown
 
         if not rows:
@@ -680,13 +750,27 @@ class BookContext:
             w.writerows(rows)
 
         def fmt(v: Any) -> str:
-            return format(v, floatfmt) if isinstance(v, float) else ("" if v is None else str(v))
+            text = format(v, floatfmt) if isinstance(v, float) else ("" if v is None else str(v))
+            return text.replace("|", "\\|")
 
         md = io.StringIO()
+        if title:
+            md.write(f"**{title}**\n\n")
+        md.write(f"_{self.context(latency)}_\n\n")
         md.write("| " + " | ".join(columns) + " |\n| " + " | ".join("---" for _ in columns) + " |\n")
         for r in rows:
             md.write("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n")
+        (self.tables_dir / f"{name}.md").write_text(md.getvalue())
         return Markdown(md.getvalue())
+
+
+# How a figure's or table's latencies were obtained, as its heading says it.
+LATENCY_KINDS = {
+    "estimated": "estimated (look-up table, \u00a74.1; controller included)",
+    "measured": "measured (batch 1, timed on this machine)",
+    "both": "estimated (look-up table) and measured (batch 1), as labelled",
+    "mixed": "as each row's latency_kind says (estimated or measured)",
+}
 
 
 def _use_shared_cifar10_jpeg() -> str | None:
@@ -986,4 +1070,734 @@ def correlation_rows(panels: Sequence[Mapping[str, Any]]) -> list[dict]:
                 "calibration_b_ms": round(cal["coef"][1], 4) if cal else None,
             }
         )
+    return rows
+
+
+# ---- notebooks 02-09: the training stages --------------------------------------------------------
+# What each stage writes its summary.json into, and the sections of its config that made it.
+_STAGE_SECTIONS = {"pretrain": ("experiment", "pretrain"), "search": ("experiment", "search"),
+                   "finetune": ("experiment", "finetune"), "evaluate": ("experiment", "evaluate")}
+# Settings that may differ without changing what a finished stage holds (see stages.common).
+_CONFIG_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "measure_samples"}
+
+
+def stage_config(cfg: Any, stage: str, overrides: Sequence[str] = ()) -> Any:
+    """``cfg`` with ``key=value`` overrides (``instanas <stage> --set`` syntax: a field of the
+    stage or of the experiment, or ``section.field``), e.g. ``["epochs=3"]`` for fewer epochs."""
+    from .config import ConfigError, apply_overrides
+
+    try:
+        return apply_overrides(cfg, list(overrides), section=stage)
+    except ConfigError as exc:
+        raise BookError(f"bad override for the {stage} stage: {exc}") from None
+
+
+def _stage_folder(stage: str, cfg: Any) -> str:
+    return cfg.finetune.out_dir if stage == "finetune" else stage
+
+
+def _config_diff(saved: Mapping[str, Any], cfg: Any, sections: Sequence[str]) -> list[str]:
+    mine = dataclasses.asdict(cfg)
+    return [
+        f"{sec}.{k}: {saved.get(sec, {}).get(k)!r} there, {v!r} here"
+        for sec in sections
+        for k, v in mine[sec].items()
+        if k not in _CONFIG_FREE and saved.get(sec, {}).get(k) != v
+    ]
+
+
+def ensure_stage(stage: str, cfg: Any, run_dir: str | Path, check_config: bool = True, progress: bool = False) -> dict:
+    """The summary of ``RUN/<stage>`` (``RUN/<finetune.out_dir>`` for fine-tuning): loaded when
+    the stage finished there, else the stage is run (``resume=True``: an interrupted stage
+    continues from its last checkpoint; the stages refuse an existing folder otherwise).
+
+    ``check_config``: a finished stage made with other settings of this stage or of the
+    experiment is refused (a notebook re-run with new overrides must not silently show the old
+    result); with ``False`` it is accepted and said so (a later notebook needing a stage as
+    input takes whatever an earlier notebook trained). An evaluation is cheap and is simply
+    redone when its settings differ.
+    """
+    from .rundir import load_json
+    from .stages import STAGE_RUNNERS
+
+    if stage not in STAGE_RUNNERS:
+        raise BookError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_RUNNERS)}.")
+    runner, fmt = STAGE_RUNNERS[stage]
+    out = Path(run_dir) / _stage_folder(stage, cfg)
+    overwrite = False
+    if (out / "summary.json").is_file() and (out / "config.json").is_file():
+        summary = load_json(out / "summary.json")
+        diff = _config_diff(load_json(out / "config.json"), cfg, _STAGE_SECTIONS[stage])
+        if summary.get("finished", True) and (not diff or not check_config):
+            note = f" (made with other settings: {'; '.join(diff)})" if diff else ""
+            print(f"loaded {out}: {fmt(summary)}{note}")
+            return summary
+        if diff and stage == "evaluate":
+            overwrite = True
+        elif diff and summary.get("finished", True):
+            raise BookError(
+                f"{out} holds a finished {stage} stage made with other settings ({'; '.join(diff)}). "
+                "Use another run_dir for these settings, or delete that folder to train it again."
+            )
+    t0 = time.perf_counter()
+    with _quiet_progress():
+        summary = runner(cfg, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress)
+    print(f"{fmt(summary)} [{time.perf_counter() - t0:.1f} s in this notebook]")
+    return summary
+
+
+def ensure_search(cfg: Any, run_dir: str | Path) -> dict:
+    """Pre-training and search as a later notebook's inputs: loaded when an earlier notebook
+    made them (whatever overrides it used), else run with the preset's settings."""
+    ensure_stage("pretrain", cfg, run_dir, check_config=False)
+    return ensure_stage("search", cfg, run_dir, check_config=False)
+
+
+def read_metrics(run_dir: str | Path, stage: str) -> list[dict]:
+    """``RUN/<stage>/metrics.csv`` as rows of floats (an empty field is NaN)."""
+    path = Path(run_dir) / stage / "metrics.csv"
+    if not path.is_file():
+        raise BookError(f"{path} does not exist: the {stage} stage has not run in {run_dir}.")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in rows]
+
+
+def melt(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], value: str, key: str, x: str = "epoch") -> list[dict]:
+    """Wide to long: one row per (row, column) with ``x``, ``key`` (the column's label from
+    ``columns``) and ``value``, for :func:`~instanas_core.plots.plot_training_curves`'s ``hue``."""
+    return [{x: r[x], key: label, value: r[col]} for col, label in columns.items() for r in rows if col in r]
+
+
+def train_val_curves(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Pre-training (or fine-tuning) metrics as ``{epoch, split, loss, accuracy (%)}`` rows."""
+    out = []
+    for split in ("train", "val"):
+        for r in rows:
+            out.append({"epoch": r["epoch"], "split": split, "loss": r[f"{split}_loss"], "accuracy": 100 * r[f"{split}_accuracy"]})
+    return out
+
+
+def stage_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """One row per stage summary: epochs done, seconds of the call that made or loaded it."""
+    rows = []
+    for name, s in summaries.items():
+        rows.append({"stage": name, "epochs": f"{s.get('epochs_done', '')}/{s.get('epochs', '')}", "finished": s.get("finished", True),
+                     "seconds_of_the_call_that_ran_it": round(float(s.get("seconds_this_call", s.get("seconds", 0.0)) or 0.0), 1)})
+    return rows
+
+
+def search_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The search per epoch: bounds, validation accuracy (%), latency (ms), reward, diversity."""
+    keep = {
+        "epoch": "epoch", "upper_bound": "U_t_ms", "lower_bound": "L_t_ms", "val_accuracy": "val_accuracy_pct",
+        "mean_latency_ms": "val_latency_ms", "latency_std_ms": "val_latency_std_ms", "measured_latency_ms": "measured_ms",
+        "val_reward": "val_reward", "ctrl_reward": "sampled_reward", "val_distinct_policies": "distinct_architectures",
+        "val_modules_per_sample": "modules_per_image",
+    }
+    out = []
+    for r in rows:
+        row = {new: r[old] for old, new in keep.items()}
+        row["epoch"], row["distinct_architectures"] = int(row["epoch"]), int(row["distinct_architectures"])
+        row["val_accuracy_pct"] = 100 * row["val_accuracy_pct"]
+        out.append(row)
+    return out
+
+
+def read_variants(run_dir: str | Path) -> dict:
+    """``RUN/search/variants.json`` (picked now from the search's checkpoints when missing)."""
+    from .stages import pick_variants
+
+    path = Path(run_dir) / "search" / "variants.json"
+    if not path.is_file():
+        pick_variants(path.parent)
+    return json.loads(path.read_text())
+
+
+def search_tradeoff_points(rows: Sequence[Mapping[str, Any]], variants: Mapping[str, Any] | None = None) -> list[dict]:
+    """Validation accuracy (%) against mean table latency per search epoch, and the picked
+    variants (A-E) as a second group, for :func:`~instanas_core.plots.plot_accuracy_vs_latency`."""
+    by_epoch: dict[int, list[str]] = {}
+    for letter, v in (variants or {}).items():
+        by_epoch.setdefault(int(v["epoch"]), []).append(letter)
+    points = [  # a picked epoch is named once, by its letters
+        {"name": "" if int(r["epoch"]) in by_epoch else f"e{int(r['epoch'])}", "group": "search epochs (validation)",
+         "latency_ms": r["mean_latency_ms"], "latency_std_ms": r["latency_std_ms"], "accuracy": 100 * r["val_accuracy"]}
+        for r in rows
+    ]
+    for epoch, letters in sorted(by_epoch.items()):
+        r = next(r for r in rows if int(r["epoch"]) == epoch)
+        points.append({"name": f"{''.join(letters)} (e{epoch})", "group": "picked variants", "latency_ms": r["mean_latency_ms"],
+                       "latency_std_ms": 0.0, "accuracy": 100 * r["val_accuracy"]})
+    return points
+
+
+def variant_pick_rows(picked: Mapping[str, Any]) -> list[dict]:
+    """``variants.json``'s picks as rows: letter, search epoch, validation accuracy and latency."""
+    return [{"variant": k, "search_epoch": v["epoch"], "val_accuracy_pct": round(100 * v["val_accuracy"], 2),
+             "val_latency_ms": round(v["mean_latency_ms"], 4), "checkpoint": v["checkpoint"]} for k, v in picked["variants"].items()]
+
+
+def load_run_table(cfg: Any, run_dir: str | Path) -> Any:
+    """The run's latency look-up table (made if absent, as the search would)."""
+    from .stages.common import ensure_latency_table, resolve_device
+
+    with _quiet_progress():
+        return ensure_latency_table(cfg, run_dir, resolve_device(cfg.experiment.device), False)[0]
+
+
+def reference_lines(table: Any) -> dict[str, float]:
+    """Estimated latencies (ms) of the in-space reference paths, for histograms and tables."""
+    from .reward import reference_latencies
+
+    refs = reference_latencies(table)
+    return {"MobileNetV2 path (every cell ir_k3_e6)": refs["mobilenetv2_ms"], "all modules": refs["all_modules_ms"],
+            "cheapest path": refs["cheapest_ms"]}
+
+
+def greedy_latencies(cfg: Any, run_dir: str | Path, variant: str = "C", split: str = "test") -> dict:
+    """Per image of ``split``: the latency (table estimate, ms, controller included) of the
+    greedy architecture that the search's controller of ``variant`` assigns, with labels and
+    correctness (meta-graph as searched, not fine-tuned). For Figure 1."""
+    import torch
+
+    from .latency import thread_limit
+    from .stages.common import build_split, infer, make_loader, resolve_device
+    from .stages.evaluate import load_trained
+
+    exp = cfg.experiment
+    device = resolve_device(exp.device)
+    table = load_run_table(cfg, run_dir)
+    with thread_limit(exp.threads), torch.no_grad():
+        graph, controller, what = load_trained(cfg, run_dir, device, "search", variant)
+        data = build_split(exp, split, augment=False)
+        loader = make_loader(data, cfg.evaluate.batch_size, False, 0, exp, device, train=False)
+        res = infer(graph, loader, device, ("image", "label"), controller=controller, channels_last=exp.channels_last)
+    latency = table.estimate(res["policy"].float()).numpy()
+    flat = res["policy"].reshape(len(latency), -1)
+    return {"latency_ms": latency, "label": res["label"].numpy(), "correct": (res["pred"] == res["label"]).numpy(),
+            "model": what, "split": split, "distinct": int(torch.unique(flat, dim=0).shape[0])}
+
+
+# ---- variants A-E: fine-tune (or re-train) and evaluate ------------------------------------------
+BOOK_VARIANTS = {"smoke": ("C", "E")}  # the rest: all five
+
+
+def book_variants(preset: str, variants: Sequence[str] = ()) -> list[str]:
+    """``variants`` if given, else the preset's default (smoke: C and E; others: A-E)."""
+    from .stages import VARIANT_NAMES
+
+    chosen = list(variants) if variants else list(BOOK_VARIANTS.get(preset, VARIANT_NAMES))
+    bad = [v for v in chosen if v not in VARIANT_NAMES]
+    if bad:
+        raise BookError(f"unknown variant(s) {bad}; variants are {', '.join(VARIANT_NAMES)}.")
+    return chosen
+
+
+def variant_config(cfg: Any, letter: str, overrides: Sequence[str] = ()) -> Any:
+    """The fine-tuning and evaluation settings of variant ``letter``: ``RUN/finetune-<L>``,
+    evaluated on the test split (``overrides`` apply to the finetune section)."""
+    cfg = stage_config(cfg, "finetune", overrides)
+    ft = dataclasses.replace(cfg.finetune, variant=letter, out_dir=f"finetune-{letter}")
+    ev = dataclasses.replace(cfg.evaluate, source=f"finetune-{letter}", split="test")
+    return dataclasses.replace(cfg, finetune=ft, evaluate=ev)
+
+
+def ensure_evaluation(cfg: Any, run_dir: str | Path, folder: str) -> dict:
+    """The evaluation of ``cfg.evaluate.source`` in ``RUN/<folder>`` (loaded when made with the
+    same settings). The evaluate stage writes ``RUN/evaluate``; the book keeps one folder per
+    evaluated model by moving it to ``RUN/<folder>``."""
+    import shutil
+
+    from .rundir import load_json
+    from .stages import format_evaluate_summary, run_evaluate
+
+    run = Path(run_dir)
+    dest = run / folder
+    model = run / cfg.evaluate.source / "last.pt"
+    if (dest / "summary.json").is_file() and (dest / "config.json").is_file():
+        stale = model.is_file() and model.stat().st_mtime_ns > (dest / "summary.json").stat().st_mtime_ns  # trained again since
+        if not stale and not _config_diff(load_json(dest / "config.json"), cfg, _STAGE_SECTIONS["evaluate"]):
+            summary = load_json(dest / "summary.json")
+            print(f"loaded {dest}: {format_evaluate_summary(summary)}")
+            return summary
+    t0 = time.perf_counter()
+    names = {f.name for f in dataclasses.fields(cfg.evaluate)}
+    if "out_dir" in names:  # the stage can write there itself
+        cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, out_dir=folder))
+    with _quiet_progress():
+        summary = run_evaluate(cfg, run, overwrite=True, progress=False)
+    made = run / getattr(cfg.evaluate, "out_dir", "evaluate")
+    if made != dest:
+        if dest.exists():
+            shutil.rmtree(dest)
+        made.replace(dest)
+    print(f"{format_evaluate_summary(summary)} [{time.perf_counter() - t0:.1f} s] -> {dest}")
+    return summary
+
+
+def ensure_variant(cfg: Any, run_dir: str | Path, letter: str, overrides: Sequence[str] = ()) -> dict:
+    """Variant ``letter``: fine-tuned (or re-trained, as the preset's ``finetune.mode`` says) in
+    ``RUN/finetune-<L>`` and evaluated on the test split in ``RUN/evaluate-<L>``; the search is
+    made first if missing. Returns ``{"variant", "finetune", "evaluate", "folder"}``."""
+    ensure_search(cfg, run_dir)
+    vcfg = variant_config(cfg, letter, overrides)
+    ft = ensure_stage("finetune", vcfg, run_dir)
+    ev = ensure_evaluation(vcfg, run_dir, f"evaluate-{letter}")
+    return {"variant": letter, "finetune": ft, "evaluate": ev, "folder": str(Path(run_dir) / f"evaluate-{letter}")}
+
+
+def variant_rows(results: Sequence[Mapping[str, Any]], reference_ms: float | None = None) -> list[dict]:
+    """One row per evaluated variant: the search epoch it came from, how it was trained, test
+    accuracy (%), latency estimated by the table (mean +- std, ms) and measured on a sample,
+    distinct architectures; with ``reference_ms`` (the in-space MobileNetV2 path, estimated)
+    the estimated latency reduction against it."""
+    rows = []
+    for r in results:
+        ft, ev = r["finetune"], r["evaluate"]
+        est, mea = ev["latency_estimate_ms"], ev["latency_measured_ms"]
+        row = {
+            "variant": r["variant"],
+            "search_epoch": ft["picked"]["epoch"],
+            "val_accuracy_at_search_pct": round(100 * ft["picked"].get("val_accuracy", float("nan")), 2),
+            "training": f"{ft['mode']} {ft['epochs_done']} epochs ({ft['optimizer']}, lr {ft['lr']:g})",
+            "test_images": ev["n"],
+            "test_accuracy_pct": round(100 * ev["accuracy"], 2),
+            "latency_estimated_ms": round(est["mean"], 4),
+            "latency_estimated_std_ms": round(est["std"], 4),
+            "latency_measured_ms": round(mea["mean"], 4) if mea["mean"] is not None else None,
+            "measured_on_images": mea["samples"],
+            "distinct_architectures": ev["distinct_policies"],
+            "modules_per_image": round(ev["modules_per_sample"], 2),
+        }
+        if reference_ms:
+            row["estimated_reduction_vs_mobilenetv2_path_pct"] = round(100 * (1 - est["mean"] / reference_ms), 1)
+        rows.append(row)
+    return rows
+
+
+def variant_points(results: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Test accuracy (%) against estimated latency per variant, for the variants' scatter."""
+    return [{"name": r["variant"], "group": "fine-tuned variants (test)", "latency_ms": r["evaluate"]["latency_estimate_ms"]["mean"],
+             "latency_std_ms": r["evaluate"]["latency_estimate_ms"]["std"], "accuracy": 100 * r["evaluate"]["accuracy"]} for r in results]
+
+
+# ---- per-sample records (Figures 7 and 8) -----------------------------------------------------
+def load_records(folder: str | Path) -> dict:
+    """An evaluation's per-image arrays (``records.npz``): index, label, prediction, correct,
+    latency_ms (table), measured_latency_ms (NaN where not timed), policy (N, T, K), probs
+    (N, T, K) and, on synthetic-difficulty, difficulty."""
+    import numpy as np
+
+    path = Path(folder) / "records.npz"
+    if not path.is_file():
+        raise BookError(f"{path} does not exist: evaluate a model into {folder} first.")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def split_images(cfg: Any, split: str, indices: Iterable[int]) -> list:
+    """Images ``indices`` of the experiment's ``split`` (as the evaluate stage numbered them),
+    each (H, W, 3) in [0, 1]."""
+    from .plots import _dataset_image
+    from .stages.common import build_split
+
+    data = build_split(cfg.experiment, split, augment=False)
+    return [_dataset_image(data, int(i)) for i in indices]
+
+
+def class_names(cfg: Any) -> list[str]:
+    from .stages.common import build_split
+
+    data = build_split(cfg.experiment, "test", augment=False)
+    names = getattr(data, "classes", None)
+    return list(names) if names else [str(c) for c in range(cfg.experiment.info.num_classes)]
+
+
+def figure7_data(cfg: Any, records: Mapping[str, Any], classes: int = 3, per_class: int = 8) -> dict:
+    """Figure 7's rows: for each of the first ``classes`` classes (0: all), ``per_class`` test
+    images spread evenly over the class's images sorted by the latency of their architecture
+    (the cheapest and the costliest included), each with its latency relative to the mean of
+    every test image of the class (0.12 = +12%). Keys ``images``, ``rel_latency``, ``class_names``."""
+    import numpy as np
+
+    labels, lat, idx = records["label"], records["latency_ms"].astype(float), records["index"]
+    names = class_names(cfg)
+    shown = range(len(names)) if classes <= 0 else range(min(classes, len(names)))
+    images, rel, kept = [], [], []
+    for c in shown:
+        mine = np.flatnonzero(labels == c)
+        if len(mine) == 0:
+            continue
+        order = mine[np.argsort(lat[mine], kind="stable")]
+        pick = order[np.unique(np.linspace(0, len(order) - 1, min(per_class, len(order))).round().astype(int))]
+        images.append(split_images(cfg, cfg.evaluate.split, idx[pick]))
+        rel.append(lat[pick] / lat[mine].mean() - 1.0)
+        kept.append(names[c])
+    return {"images": images, "rel_latency": rel, "class_names": kept}
+
+
+def figure7_rows(records: Mapping[str, Any], names: Sequence[str]) -> list[dict]:
+    """Per class: test images, mean latency of their architectures, spread (max/min), accuracy."""
+    import numpy as np
+
+    rows = []
+    for c, name in enumerate(names):
+        sel = records["label"] == c
+        if not sel.any():
+            continue
+        lat = records["latency_ms"][sel].astype(float)
+        rows.append({"class": name, "images": int(sel.sum()), "mean_latency_ms": round(float(lat.mean()), 4),
+                     "min_rel_pct": round(100 * (lat.min() / lat.mean() - 1), 1), "max_rel_pct": round(100 * (lat.max() / lat.mean() - 1), 1),
+                     "distinct_architectures": int(len(np.unique(records["policy"][sel].reshape(int(sel.sum()), -1), axis=0))),
+                     "accuracy_pct": round(100 * float(records["correct"][sel].mean()), 1)})
+    return rows
+
+
+def figure8_boxes(records: Mapping[str, Any], n_boxes: int = 3, seed: int = 0, min_images: int = 2) -> dict:
+    """Figure 8's boxes: ``n_boxes`` architectures drawn at random (seeded, as the paper
+    "randomly select[s] three architectures") among those the controller assigns to at least
+    ``min_images`` test images (fewer if there are not enough; the most used fill in), each
+    with the indices (rows of ``records``) of its images. Keys ``indices``, ``labels``."""
+    import numpy as np
+
+    flat = records["policy"].reshape(len(records["policy"]), -1)
+    uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    eligible = np.flatnonzero(counts >= min_images)
+    rng = np.random.default_rng(seed)
+    chosen = list(rng.choice(eligible, size=min(n_boxes, len(eligible)), replace=False)) if len(eligible) else []
+    for a in np.argsort(-counts, kind="stable"):  # too few shared architectures: the most used fill in
+        if len(chosen) >= min(n_boxes, len(uniq)):
+            break
+        if a not in chosen:
+            chosen.append(a)
+    lat = records["latency_ms"].astype(float)
+    chosen = sorted(chosen, key=lambda a: float(lat[inverse == a][0]))  # by latency, cheapest first
+    indices = [np.flatnonzero(inverse == a) for a in chosen]
+    labels = [f"architecture {i + 1}: {lat[ix[0]]:.2f} ms, {int(flat[ix[0]].sum())} modules" for i, ix in enumerate(indices)]
+    return {"indices": indices, "labels": labels}
+
+
+def architecture_rows(records: Mapping[str, Any], boxes: Mapping[str, Any], names: Sequence[str]) -> list[dict]:
+    """Per boxed architecture: latency, modules, images and the classes among them."""
+    import numpy as np
+
+    rows = []
+    for label, ix in zip(boxes["labels"], boxes["indices"]):
+        cls, counts = np.unique(records["label"][ix], return_counts=True)
+        rows.append({"architecture": label.split(":")[0], "latency_ms": round(float(records["latency_ms"][ix[0]]), 4),
+                     "modules": int(records["policy"][ix[0]].sum()), "images": len(ix),
+                     "classes": ", ".join(f"{names[c]} ({n})" for c, n in zip(cls, counts)),
+                     "accuracy_pct": round(100 * float(records["correct"][ix].mean()), 1)})
+    return rows
+
+
+# ---- synthetic-difficulty (§4.3's claim against a known difficulty) ---------------------------
+# Images per split of the synthetic sub-run, and settings that keep it short; the rest follows
+# the preset (width, stage strides, reward schedule).
+DIFFICULTY_RUNS = {
+    "smoke": {"size": 100, "overrides": ()},
+    "cpu": {"size": 1000, "overrides": ("pretrain.epochs=8", "search.epochs=8")},
+    "cifar10-cpu": {"size": 1000, "overrides": ("pretrain.epochs=8", "search.epochs=8")},
+}
+DIFFICULTY_DEFAULT = {"size": 5000, "overrides": ()}
+
+
+def difficulty_config(cfg: Any, dataset: str = "synthetic-difficulty", size: int = 0) -> Any:
+    """The preset's settings on ``dataset`` (a data set with difficulty levels) with ``size``
+    images per split (0: the preset's default, see :data:`DIFFICULTY_RUNS`), no class subsets;
+    evaluated through the search's controller of the preset's variant on the test split."""
+    from .config import ConfigError
+
+    if dataset != "synthetic-difficulty":  # the evaluate stage reads levels from this data set only
+        raise BookError(f"{dataset!r} has no difficulty levels; the difficulty check needs 'synthetic-difficulty'.")
+    spec = DIFFICULTY_RUNS.get(cfg.preset, DIFFICULTY_DEFAULT)
+    try:
+        exp = dataclasses.replace(cfg.experiment, dataset=dataset, data_size=int(size or spec["size"]), train_per_class=None, eval_per_class=None)
+    except ConfigError as exc:
+        raise BookError(f"cannot run the difficulty check on {dataset!r}: {exc}") from None
+    out = stage_config(dataclasses.replace(cfg, experiment=exp), "search", spec["overrides"])
+    return dataclasses.replace(out, evaluate=dataclasses.replace(out.evaluate, source="search", split="test"))
+
+
+def ensure_difficulty_run(cfg: Any, run_dir: str | Path, dataset: str = "synthetic-difficulty", size: int = 0) -> dict:
+    """A small InstaNAS run on ``dataset`` in ``RUN/synthetic/`` (``RUN/difficulty-<dataset>-<size>/``
+    for other settings): pre-train, search, evaluate the search's controller on the test split;
+    the run's look-up table is reused when the space is the same. Returns ``{"config",
+    "run_dir", "summary", "folder"}``."""
+    import shutil
+
+    dcfg = difficulty_config(cfg, dataset, size)
+    default = dataset == "synthetic-difficulty" and size in (0, DIFFICULTY_RUNS.get(cfg.preset, DIFFICULTY_DEFAULT)["size"])
+    sub = Path(run_dir) / ("synthetic" if default else f"difficulty-{dataset}-{dcfg.experiment.data_size}")
+    lut, mine = Path(run_dir) / "profile" / "lut.json", sub / "profile" / "lut.json"
+    if lut.is_file() and not mine.exists():
+        from .latency import LatencyTable, LatencyTableError
+
+        try:
+            LatencyTable.load(lut).check_compatible(dcfg.experiment.space(), dcfg.experiment.device)
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(lut, mine)
+            print(f"reusing the run's look-up table {lut} (same search space)")
+        except LatencyTableError:
+            pass
+    ensure_stage("pretrain", dcfg, sub)
+    ensure_stage("search", dcfg, sub)
+    summary = ensure_evaluation(dcfg, sub, "evaluate")
+    return {"config": dcfg, "run_dir": str(sub), "summary": summary, "folder": str(sub / "evaluate")}
+
+
+def difficulty_rows(records: Mapping[str, Any]) -> list[dict]:
+    """Per difficulty level: images, mean and std of the assigned latency (ms), accuracy (%)."""
+    import numpy as np
+
+    rows = []
+    for level in np.unique(records["difficulty"]):
+        sel = records["difficulty"] == level
+        lat = records["latency_ms"][sel].astype(float)
+        rows.append({"difficulty": int(level), "images": int(sel.sum()), "mean_latency_ms": round(float(lat.mean()), 4),
+                     "std_latency_ms": round(float(lat.std()), 4), "accuracy_pct": round(100 * float(records["correct"][sel].mean()), 1)})
+    return rows
+
+
+# ---- baselines (Tables 1-3) and comparators (Figure 6) ----------------------------------------
+_MOBILENETS = ("mobilenetv2-0.4", "mobilenetv2-1.0", "mobilenetv2-1.4")
+_SHUFFLENETS = ("shufflenetv2-0.5", "shufflenetv2-1.0", "shufflenetv2-1.5", "shufflenetv2-2.0")
+BOOK_BASELINES = {
+    "smoke": ("mobilenetv2-1.0", "shufflenetv2-1.0"),
+    "cpu": _MOBILENETS + _SHUFFLENETS + ("meta-mobilenetv2-path",),
+    "cifar10-cpu": _MOBILENETS + _SHUFFLENETS + ("meta-mobilenetv2-path",),
+}
+BOOK_COMPARATORS = ("oneshot", "blockdrop", "convnet-aig")
+
+
+def book_baselines(preset: str, models: Sequence[str] = ()) -> list[str]:
+    """``models`` if given, else the preset's default: smoke MobileNetV2 1.0 and ShuffleNetV2
+    1.0; the CPU presets every MobileNetV2 and ShuffleNetV2 width of Tables 1-2 plus the
+    in-space MobileNetV2 path; a paper preset the baselines its table lists, plus that path."""
+    from .baselines import BASELINE_NAMES
+    from .paper_numbers import load_paper_numbers
+
+    if models:
+        chosen = list(models)
+    elif preset in BOOK_BASELINES:
+        chosen = list(BOOK_BASELINES[preset])
+    else:
+        paper = paper_table_for(book_preset(preset).experiment.dataset)["paper_dataset"]
+        chosen = list(dict.fromkeys([r.our_name for r in load_paper_numbers(paper) if r.our_name] + ["meta-mobilenetv2-path"]))
+    bad = [m for m in chosen if m not in BASELINE_NAMES]
+    if bad:
+        raise BookError(f"unknown baseline(s) {bad}; baselines: {', '.join(BASELINE_NAMES)}.")
+    return chosen
+
+
+def ensure_baseline(cfg: Any, run_dir: str | Path, name: str, overrides: Sequence[str] = ()) -> dict:
+    """Baseline ``name`` trained, tested and timed in ``RUN/baselines/<name>`` (its row in
+    ``RUN/results.csv``); a finished one is loaded (``run_baseline`` with ``resume``)."""
+    from .stages import format_baseline_summary, run_baseline
+
+    cfg = stage_config(cfg, "baseline", overrides)
+    existed = (Path(run_dir) / "baselines" / name / "summary.json").is_file()
+    t0 = time.perf_counter()
+    with _quiet_progress():
+        summary = run_baseline(cfg, run_dir, name, False, resume=True)
+    took = f"[{time.perf_counter() - t0:.1f} s]" if not (existed and summary.get("result_appended")) else "(loaded)"
+    print(f"{format_baseline_summary(summary)} {took}")
+    return summary
+
+
+def baseline_rows(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One row per baseline: test accuracy (%), measured latency (ms), parameters, MACs, budget."""
+    rows = []
+    for s in summaries:
+        lat = s.get("latency_ms") or {}
+        rows.append({
+            "model": s["model"], "family": s["family"], "width": s["width"],
+            "training": f"{s['epochs_done']}/{s['epochs']} epochs ({s['optimizer']}, lr {s['lr']:g})",
+            "test_accuracy_pct": round(s.get("accuracy_pct", float("nan")), 2),
+            "latency_measured_ms": round(lat.get("mean_ms", float("nan")), 4),
+            "latency_std_ms": round(lat.get("std_ms", float("nan")), 4),
+            "params_M": round(s.get("params", 0) / 1e6, 3), "MACs_M": round(s.get("macs", 0) / 1e6, 2),
+        })
+    return rows
+
+
+def ensure_comparator(cfg: Any, run_dir: str | Path, name: str, overrides: Sequence[str] = ()) -> dict:
+    """Comparator ``name`` of Figure 6 (``oneshot``, ``blockdrop``, ``convnet-aig``) in
+    ``RUN/comparators/<name>``, from the run's pre-trained meta-graph (made if missing)."""
+    from .stages import format_comparator_summary, run_comparator
+
+    ensure_stage("pretrain", cfg, run_dir, check_config=False)
+    cfg = stage_config(cfg, "comparator", overrides)
+    t0 = time.perf_counter()
+    with _quiet_progress():
+        summary = run_comparator(cfg, run_dir, name, False, resume=True)
+    print(f"{format_comparator_summary(summary)}\n[{time.perf_counter() - t0:.1f} s in this notebook]")
+    return summary
+
+
+def load_oneshot_samples(run_dir: str | Path) -> dict:
+    """OneshotNAS's sampled architectures (``RUN/comparators/oneshot/samples.npz``): shared-weight
+    validation accuracy (%) and table latency without a controller (ms), and which lie on the front."""
+    import numpy as np
+
+    folder = Path(run_dir) / "comparators" / "oneshot"
+    if not (folder / "samples.npz").is_file():
+        raise BookError(f"{folder / 'samples.npz'} does not exist: run the oneshot comparator first (notebook 07).")
+    with np.load(folder / "samples.npz") as z:
+        acc, lat, index = z["accuracy_pct"].astype(float), z["table_latency_ms"].astype(float), z["index"]
+    with (folder / "frontier.csv").open(newline="") as f:
+        front = {int(r["index"]) for r in csv.DictReader(f)}
+    return {"accuracy_pct": acc, "latency_ms": lat, "index": index, "on_front": np.isin(index, sorted(front))}
+
+
+# ---- the results registry: Tables 1-3 and Figures 5-6 ----------------------------------------
+# The paper's table a data set is compared against, and whether it is the same data.
+_PAPER_TABLES = {"cifar10": "cifar10", "cifar100": "cifar100", "tinyimagenet": "tinyimagenet"}
+
+
+def paper_table_for(dataset: str) -> dict:
+    """The paper's table for ``dataset``: Table 1 (CIFAR-10), 2 (CIFAR-100) or 3 (TinyImageNet);
+    the CPU data sets (digits, CIFAR-10 as JPEG, synthetic shapes) are set beside Table 1 and
+    labelled as *not the same data*; ImageNet has no table (Figure 5 only)."""
+    from .data import dataset_info
+    from .paper_numbers import load_paper_numbers
+
+    paper = _PAPER_TABLES.get(dataset, None if dataset == "imagenet" else "cifar10")
+    rows = load_paper_numbers(paper) if paper else []
+    source = rows[0].source if rows else None
+    same = paper == dataset
+    title = dataset_info(dataset).title
+    if not rows:
+        heading = f"{title}: the paper has no table (ImageNet appears in Figure 5 only)"
+    elif same:
+        heading = f"{source} ({dataset_info(paper).title}): the paper's rows beside this run's"
+    else:
+        heading = (f"{source} ({dataset_info(paper).title}) beside this run on {title}: NOT the same data -- "
+                   "compare ratios (latency reductions, ranking), not absolute numbers")
+    slug = source.lower().replace(" ", "") if source else "no_table"
+    return {"paper_dataset": paper, "source": source, "slug": slug, "same_data": same, "heading": heading, "rows": rows}
+
+
+def latest_results(run_dir: str | Path, dataset: str | None = None) -> list[Any]:
+    """Rows of ``RUN/results.csv`` (of ``dataset`` if given), the last one of each (name,
+    latency kind): a model evaluated again replaces its earlier row."""
+    from .results import read_results
+
+    latest: dict[tuple, Any] = {}
+    for r in read_results(run_dir):
+        if dataset is None or r.dataset == dataset:
+            latest.pop((r.name, r.latency_kind), None)
+            latest[(r.name, r.latency_kind)] = r
+    return list(latest.values())
+
+
+def result_family(name: str) -> str:
+    """The family a results row belongs to, as Tables 1-3 and Figures 5-6 group them."""
+    for prefix, family in (("InstaNAS", "InstaNAS"), ("mobilenetv2", "MobileNetV2"), ("shufflenetv2", "ShuffleNetV2"),
+                           ("resnet", "ResNet"), ("meta-mobilenetv2-path", "MobileNetV2 path (in-space)"),
+                           ("OneshotNAS", "OneshotNAS (re-trained front)"), ("BlockDrop", "BlockDrop"), ("ConvNet-AIG", "ConvNet-AIG")):
+        if name.startswith(prefix):
+            return family
+    return "other"
+
+
+def _short_name(name: str) -> str:
+    for prefix in ("InstaNAS-", "mobilenetv2-", "shufflenetv2-", "OneshotNAS-"):
+        if name.startswith(prefix):
+            return name[len(prefix):] or name
+    return name
+
+
+def comparison_rows(results: Sequence[Any], dataset: str, path_estimate_ms: float | None = None) -> list[dict]:
+    """Tables 1-3: the paper's rows (its table for ``dataset``, latency in its own unit) and this
+    run's InstaNAS and baseline rows (ms), each with its latency reduction against MobileNetV2
+    1.0 of the same source and latency kind (paper: its MobileNet v2 1.0x row; this run: the
+    measured ``mobilenetv2-1.0`` row, or for estimated InstaNAS rows the in-space MobileNetV2
+    path's table estimate ``path_estimate_ms``)."""
+    from .data import dataset_info
+    from .paper_numbers import PAPER_CPU
+
+    info = paper_table_for(dataset)
+    rows = []
+    ref = next((r.latency_mean for r in info["rows"] if r.our_name == "mobilenetv2-1.0"), None)
+    for r in info["rows"]:
+        red = round(100 * (1 - r.latency_mean / ref), 1) if ref and r.latency_mean is not None else None
+        rows.append({"source": f"paper, {r.source}", "model": r.model, "group": r.group, "error_pct": r.error_pct,
+                     "latency": r.latency_mean, "latency_std": r.latency_std, "latency_unit": "paper's (s?)",
+                     "latency_kind": f"measured, {PAPER_CPU}", "reduction_pct": red,
+                     "reduction_against": "MobileNet v2 1.0x (paper)" if red is not None else None, "params_M": None, "MACs_M": None})
+    ours = [r for r in results if result_family(r.name) not in ("OneshotNAS (re-trained front)", "BlockDrop", "ConvNet-AIG", "other")]
+    measured_ref = next((r.latency_mean_ms for r in ours if r.name == "mobilenetv2-1.0" and r.latency_kind == "measured"), None)
+    title = dataset_info(dataset).title
+    for r in sorted(ours, key=lambda r: (result_family(r.name) == "InstaNAS", r.name, r.latency_kind or "")):
+        if r.latency_kind == "measured" and measured_ref:
+            red, against = round(100 * (1 - r.latency_mean_ms / measured_ref), 1), "mobilenetv2-1.0 (measured, this run)"
+        elif r.latency_kind == "estimated" and path_estimate_ms:
+            red, against = round(100 * (1 - r.latency_mean_ms / path_estimate_ms), 1), "in-space MobileNetV2 path (table)"
+        else:
+            red, against = None, None
+        rows.append({"source": f"this run, {title}", "model": r.name, "group": result_family(r.name),
+                     "error_pct": round(r.error_pct, 2) if r.error_pct is not None else None,
+                     "latency": round(r.latency_mean_ms, 4) if r.latency_mean_ms is not None else None,
+                     "latency_std": round(r.latency_std_ms, 4) if r.latency_std_ms is not None else None,
+                     "latency_unit": "ms", "latency_kind": r.latency_kind, "reduction_pct": red, "reduction_against": against,
+                     "params_M": round(r.params / 1e6, 3) if r.params else None, "MACs_M": round(r.flops / 1e6, 2) if r.flops else None})
+    return rows
+
+
+def reduction_rows(results: Sequence[Any], dataset: str, path_estimate_ms: float | None = None) -> list[dict]:
+    """Per InstaNAS variant: the paper's error and latency reduction against MobileNetV2 1.0
+    (its variant of the same letter) beside this run's (measured against the measured
+    mobilenetv2-1.0; estimated against the in-space MobileNetV2 path), and the error difference
+    to MobileNetV2 1.0 in both (negative: InstaNAS is more accurate)."""
+    info = paper_table_for(dataset)
+    paper = {r.model[-1]: r for r in info["rows"] if r.group == "InstaNAS"}
+    p_ref = next((r for r in info["rows"] if r.our_name == "mobilenetv2-1.0"), None)
+    by = {(r.name, r.latency_kind): r for r in results}
+    m_ref = by.get(("mobilenetv2-1.0", "measured"))
+    letters = sorted({_short_name(r.name) for r in results if result_family(r.name) == "InstaNAS"})
+    rows = []
+    for v in letters:
+        est, mea, p = by.get((f"InstaNAS-{v}", "estimated")), by.get((f"InstaNAS-{v}", "measured")), paper.get(v)
+        row = {"variant": v, "paper_model": p.model if p else None,
+               "paper_error_pct": p.error_pct if p else None,
+               "paper_error_minus_mobilenetv2_pct": round(p.error_pct - p_ref.error_pct, 2) if p and p_ref else None,
+               "paper_reduction_pct": round(100 * (1 - p.latency_mean / p_ref.latency_mean), 1) if p and p_ref else None}
+        mine = est or mea
+        row["our_error_pct"] = round(mine.error_pct, 2) if mine else None
+        row["our_error_minus_mobilenetv2_pct"] = round(mine.error_pct - m_ref.error_pct, 2) if mine and m_ref else None
+        row["our_reduction_measured_pct"] = round(100 * (1 - mea.latency_mean_ms / m_ref.latency_mean_ms), 1) if mea and m_ref else None
+        row["our_reduction_estimated_vs_path_pct"] = (
+            round(100 * (1 - est.latency_mean_ms / path_estimate_ms), 1) if est and path_estimate_ms else None)
+        rows.append(row)
+    return rows
+
+
+def tradeoff_methods(results: Sequence[Any], families: Sequence[str], latency_kind: str = "measured") -> dict:
+    """Figures 5-6: per family (see :func:`result_family`), the latency (ms), error (%) and
+    short names of its rows of ``latency_kind``; families without such rows are left out."""
+    import numpy as np
+
+    out = {}
+    for fam in families:
+        rows = sorted((r for r in results if result_family(r.name) == fam and r.latency_kind == latency_kind
+                       and r.latency_mean_ms is not None and r.error_pct is not None), key=lambda r: r.latency_mean_ms)
+        if rows:
+            out[fam] = {"latency": np.array([r.latency_mean_ms for r in rows]), "error": np.array([r.error_pct for r in rows]),
+                        "names": [_short_name(r.name) for r in rows]}
+    return out
+
+
+def tradeoff_rows(methods: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """The points of a trade-off figure as rows, marking each method's Pareto front."""
+    from .plots import pareto_frontier
+
+    rows = []
+    for fam, d in methods.items():
+        front = set(pareto_frontier(d["latency"], d["error"]).tolist())
+        for i, name in enumerate(d["names"]):
+            rows.append({"method": fam, "model": name, "latency_ms": round(float(d["latency"][i]), 4),
+                         "error_pct": round(float(d["error"][i]), 2), "on_method_front": i in front})
     return rows

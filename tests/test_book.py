@@ -1,8 +1,10 @@
-"""The notebook book: notebooks 00 and 01 run at the smoke preset through papermill and leave their
-figures, tables and manifest; the runner refuses unknown or wrongly typed parameters before
-anything runs, skips what is complete, names the failing notebook and cell; the kernel is this
-interpreter; and the notebooks, converted to .ipynb, pass nbval."""
+"""The notebook book: every notebook (00-09) runs at the smoke preset through papermill, once, into
+one run folder, and leaves its figures, tables, stage artifacts and manifest; the runner refuses
+unknown or wrongly typed parameters before anything runs, skips what is complete, names the
+failing notebook and cell; the kernel is this interpreter; and the notebooks, converted to .ipynb,
+pass nbval on the same run folder, loading the stages instead of training them again."""
 
+import csv
 import json
 import os
 import shutil
@@ -21,41 +23,94 @@ from instanas_core.book import MANIFEST_FILE, BookError, run_book
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CELL_TIMEOUT = 600
+BOOK = [
+    "00_overview_and_data", "01_latency_profiling", "02_pretrain", "03_search", "04_variants",
+    "05_baselines", "06_tables", "07_tradeoff", "08_qualitative", "09_architectures",
+]
 FIGURES = {
     "00_overview_and_data": ["00_sample_grid", "00_augmented_grid", "00_class_balance"],
     "01_latency_profiling": ["01_lut_heatmap", "01_figure4_latency_correlation"],
+    "02_pretrain": ["02_pretrain_curves", "02_droppath_schedule"],
+    "03_search": ["03_reward_bounds", "03_accuracy_vs_latency", "03_reward", "03_distinct_architectures", "03_figure1_latency_distribution"],
+    "04_variants": ["04_variants_tradeoff"],
+    "05_baselines": ["05_baselines_tradeoff"],
+    "06_tables": [],
+    "07_tradeoff": ["07_figure5_tradeoff", "07_figure6_tradeoff", "07_oneshot_samples"],
+    "08_qualitative": ["08_figure7_sorted_by_latency", "08_difficulty_vs_latency"],
+    "09_architectures": ["09_figure8_umap"],
 }
-TABLES = {"00_overview_and_data": ["00_dataset_splits"], "01_latency_profiling": ["01_lut_ms", "01_figure4_correlation"]}
+TABLES = {
+    "00_overview_and_data": ["00_dataset_splits"],
+    "01_latency_profiling": ["01_lut_ms", "01_figure4_correlation"],
+    "02_pretrain": ["02_pretrain_metrics"],
+    "03_search": ["03_search_per_epoch"],
+    "04_variants": ["04_variant_picks", "04_variants"],
+    "05_baselines": ["05_baselines", "05_baseline_cost"],
+    "06_tables": ["06_table1_comparison", "06_latency_reduction"],
+    "07_tradeoff": ["07_tradeoff_points"],
+    "08_qualitative": ["08_latency_per_class", "08_difficulty_levels"],
+    "09_architectures": ["09_boxed_architectures"],
+}
+# What the stages leave in the run folder (notebook 04 trains the smoke preset's variants C and E).
+STAGE_ARTIFACTS = [
+    "profile/lut.json", "profile/check/summary.json", "pretrain/last.pt", "pretrain/metrics.csv", "search/variants.json",
+    "search/epochs/epoch_0000.pt", "finetune-C/last.pt", "finetune-E/last.pt", "evaluate-C/records.npz", "evaluate-E/summary.json",
+    "baselines/mobilenetv2-1.0/summary.json", "baselines/shufflenetv2-1.0/summary.json", "comparators/oneshot/samples.npz",
+    "comparators/blockdrop/summary.json", "comparators/convnet-aig/summary.json",
+    "synthetic/search/summary.json", "synthetic/evaluate/records.npz", "results.csv",
+]
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The whole book at the smoke preset, once, for every test of this module."""
     run = tmp_path_factory.mktemp("book") / "run"
-    manifest = run_book("smoke", run, only=["00", "01"], progress=False, timeout=CELL_TIMEOUT)
+    t0 = time.perf_counter()
+    manifest = run_book("smoke", run, progress=False, timeout=CELL_TIMEOUT)
+    print(f"smoke book: {time.perf_counter() - t0:.1f} s")
     return run, manifest
 
 
-def test_notebooks_00_and_01_run_at_smoke(smoke_run):
+def test_every_notebook_runs_at_smoke(smoke_run):
     run, manifest = smoke_run
     assert manifest == json.loads((run / MANIFEST_FILE).read_text())
     assert manifest["preset"] == "smoke" and manifest["kernel"]["python"] == sys.executable
-    for name, figures in FIGURES.items():
+    assert sorted(manifest["notebooks"]) == BOOK == [s.name for s in book.discover_notebooks(NOTEBOOKS)]
+    for name in BOOK:
         entry = manifest["notebooks"][name]
         assert entry["status"] == "complete" and entry["last_action"] == "executed", entry
         assert entry["output"] == str(run / "notebooks" / f"{name}.ipynb") and Path(entry["output"]).is_file()
         assert entry["parameters"] == {"preset": "smoke", "run_dir": str(run)}
         assert entry["seconds"] > 0 and entry["finished"] >= entry["started"]
-        for fig in figures:
+        for fig in FIGURES[name]:
             png = run / "figures" / f"{fig}.png"
             assert png.stat().st_size > 5_000 and (run / "figures" / f"{fig}.pdf").is_file()
             assert f"figures/{fig}.png" in entry["figures"]
         for table in TABLES[name]:
-            assert (run / "tables" / f"{table}.csv").is_file() and f"tables/{table}.csv" in entry["tables"]
-    # the run's table (what the search stage reads) and its Figure 4 check on fresh children
-    for artifact in ("lut.json", "summary.json", "check/correlation.csv", "check/summary.json"):
-        assert (run / "profile" / artifact).is_file()
+            for ext in ("csv", "md"):
+                assert (run / "tables" / f"{table}.{ext}").is_file() and f"tables/{table}.{ext}" in entry["tables"], (name, table)
+    assert len(list((run / "figures").glob("*.png"))) >= 8
+    for artifact in STAGE_ARTIFACTS:
+        assert (run / artifact).is_file(), artifact
     check = json.loads((run / "profile" / "check" / "summary.json").read_text())
     assert check["eval"]["n"] == book.check_children("smoke") == 8
+
+
+def test_tables_are_headed_and_hold_both_sources(smoke_run):
+    run, _ = smoke_run
+    md = (run / "tables" / "06_table1_comparison.md").read_text()
+    assert "NOT the same data" in md and "preset smoke" in md and "Digits" in md and "latency as each row's latency_kind says" in md
+    with (run / "tables" / "06_table1_comparison.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    sources = {r["source"].split(",")[0] for r in rows}
+    assert sources == {"paper", "this run"}
+    kinds = {r["latency_kind"] for r in rows if r["source"].startswith("this run")}
+    assert kinds == {"estimated", "measured"}
+    assert any(r["model"] == "mobilenetv2-1.0" and float(r["reduction_pct"]) == 0.0 for r in rows if r["source"].startswith("this run"))
+    with (run / "tables" / "06_latency_reduction.csv").open() as f:
+        reductions = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(reductions) == {"C", "E"} and float(reductions["C"]["paper_reduction_pct"]) == 48.9
+    assert "latency estimated (look-up table" in (run / "tables" / "04_variant_picks.md").read_text()
 
 
 def test_kernel_is_this_interpreter(smoke_run):
@@ -71,12 +126,27 @@ def test_rerun_skips_complete_notebooks(smoke_run):
     run, first = smoke_run
     mtimes = {p.name: p.stat().st_mtime_ns for p in (run / "notebooks").iterdir()}
     t0 = time.perf_counter()
-    again = run_book("smoke", run, only=["00", "01"], progress=False, timeout=CELL_TIMEOUT)
+    again = run_book("smoke", run, progress=False, timeout=CELL_TIMEOUT)
     assert time.perf_counter() - t0 < 20  # no kernel started
-    for name in FIGURES:
+    for name in BOOK:
         assert again["notebooks"][name]["last_action"] == "skipped"
         assert again["notebooks"][name]["started"] == first["notebooks"][name]["started"]
     assert {p.name: p.stat().st_mtime_ns for p in (run / "notebooks").iterdir()} == mtimes
+
+
+def test_ensure_stage_loads_finished_stages_and_refuses_other_settings(smoke_run, capsys):
+    run, _ = smoke_run
+    cfg = book.book_preset("smoke")
+    before = (run / "pretrain" / "last.pt").stat().st_mtime_ns
+    summary = book.ensure_stage("pretrain", cfg, run)
+    assert summary["finished"] and "loaded" in capsys.readouterr().out
+    assert (run / "pretrain" / "last.pt").stat().st_mtime_ns == before
+    other = book.stage_config(cfg, "pretrain", ["epochs=3"])
+    with pytest.raises(BookError, match=r"other settings \(pretrain.epochs: 2 there, 3 here\)"):
+        book.ensure_stage("pretrain", other, run)
+    assert book.ensure_stage("pretrain", other, run, check_config=False)["epochs"] == 2  # an input to a later notebook
+    with pytest.raises(BookError, match="bad override for the search stage"):
+        book.stage_config(cfg, "search", ["epoch=3"])
 
 
 def test_bad_parameters_are_refused_before_anything_runs(tmp_path):
@@ -238,26 +308,38 @@ def test_parameters_cell_must_hold_literals(tmp_path):
     (folder / "00_bad.py").write_text(HEADER + '\n# %% tags=["parameters"]\nrun_dir = "x"\n')
     with pytest.raises(BookError, match="'preset'"):
         book.discover_notebooks(folder)
+    # papermill's own parser skips a line with a second '=' (here in the comment): refused
+    (folder / "00_bad.py").write_text(HEADER + '\n# %% tags=["parameters"]\npreset = "smoke"\nrun_dir = "x"\nsets = []  # e.g. epochs=3\n')
+    with pytest.raises(BookError, match="line 3 .* more than one '='"):
+        book.discover_notebooks(folder)
 
 
 # ---- nbval on the converted notebooks ---------------------------------------------------------------
+def _stage_mtimes(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".npz") or p.name == "results.csv"}
+
+
 def test_notebooks_pass_nbval(smoke_run, tmp_path):
     """Every notebook, converted to .ipynb, runs under ``pytest --nbval-lax`` with its default
     parameters (the smoke preset). nbval starts each kernel in the notebook's folder, so the
-    default ``run_dir = "runs/book-smoke"`` lands in tmp_path."""
+    default ``run_dir = "runs/book-smoke"`` is tmp_path/runs/book-smoke: a link to the run folder
+    the book made above, whose finished stages the notebooks load instead of training again."""
     run, _ = smoke_run
     converted = []
     for py in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
         converted.append(tmp_path / f"{py.stem}.ipynb")
         jupytext.write(jupytext.read(py), converted[-1])
-    # 01 loads the smoke profile made above instead of timing every module again
-    shutil.copytree(run / "profile", tmp_path / "runs" / "book-smoke" / "profile")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "book-smoke").symlink_to(run, target_is_directory=True)
+    trained = _stage_mtimes(run)
+    figure = run / "figures" / "09_figure8_umap.png"
+    figure_mtime = figure.stat().st_mtime_ns
     env = dict(os.environ, MPLBACKEND="agg", PYTHONHASHSEED="0")
-    env.setdefault("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    env.setdefault("NUMBA_CACHE_DIR", str(book._numba_cache_dir(run)))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q", *map(str, converted)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert (tmp_path / "runs" / "book-smoke" / "figures" / "00_sample_grid.png").is_file()
-    assert (tmp_path / "runs" / "book-smoke" / "figures" / "01_figure4_latency_correlation.png").is_file()
+    assert figure.stat().st_mtime_ns > figure_mtime  # the notebooks ran in this run folder ...
+    assert _stage_mtimes(run) == trained  # ... and trained, evaluated and recorded nothing again

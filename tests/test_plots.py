@@ -200,3 +200,17 @@ def test_umap_embed_is_seeded(monkeypatch):
     np.testing.assert_allclose(plots.umap_embed(probs, seed=0, n_neighbors=10), emb)
     with pytest.raises(ValueError, match="at least 4"):
         plots.umap_embed(probs[:3], seed=0)
+    import umap.umap_ as uu  # its fuzzy-simplicial-set kernels are now cached on disk between processes
+
+    from numba.core.caching import NullCache
+
+    assert not isinstance(uu.smooth_knn_dist._cache, NullCache) and not isinstance(uu.compute_membership_strengths._cache, NullCache)
+
+
+def test_near_constant_errors_get_plain_ticks_and_a_readable_range(tmp_path):
+    # every model at chance: errors differ by float noise only
+    fig = plots.plot_tradeoff_frontier({"a": ([1.0, 2.0], [90.0, 89.99999985]), "b": ([1.5], [90.0])})
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 1.0 and not ax.yaxis.get_major_formatter().get_offset()
+    check_figure(fig, tmp_path, "flat_tradeoff")
