@@ -576,7 +576,8 @@ def _paper(dataset: str) -> Config:
     finetune = FinetuneConfig(mode="retrain", epochs=300, batch_size=32)
     return Config(
         preset=dataset,
-        experiment=ExperimentConfig(dataset=dataset, width_mult=1.0, num_workers=4),
+        # the paper's scale needs a GPU; `--device cpu` (or `--set device=cpu`) overrides it
+        experiment=ExperimentConfig(dataset=dataset, width_mult=1.0, num_workers=4, device="cuda"),
         profile=ProfileConfig(min_run_time=0.05, blocks=5, children=64),
         pretrain=PretrainConfig(),
         search=SearchConfig(keep_graph_checkpoints=False, measure_samples=16),
