@@ -9,10 +9,15 @@ Two halves:
   status, times, output, figures and tables produced, parameters) and skips notebooks already
   complete with the same parameters and source, so a re-run resumes where a failure stopped it;
 * the **notebook helpers** (:func:`start`, :class:`BookContext`, :func:`load_splits`,
-  :func:`ensure_profile`, ...), which keep each notebook cell to one call.
+  :func:`ensure_profile`, ...), which keep each notebook cell to one call. The stage helpers
+  (:func:`ensure_stage`, :func:`ensure_variant`, :func:`ensure_baseline`,
+  :func:`ensure_comparator`, :func:`ensure_difficulty_run`) load what an earlier notebook left in
+  the run folder and make what is missing, so every notebook also runs on its own; the rest turn
+  stage outputs (``metrics.csv``, ``records.npz``, ``RUN/results.csv``) into the rows and arrays
+  that :mod:`instanas_core.plots` and :meth:`BookContext.table` take.
 
 Every notebook takes ``preset`` and ``run_dir`` and writes figures (PNG and PDF) to
-``RUN/figures/``, tables (CSV) to ``RUN/tables/``, stage artifacts to ``RUN/<stage>/``.
+``RUN/figures/``, tables (CSV and Markdown) to ``RUN/tables/``, stage artifacts to ``RUN/<stage>/``.
 
 Kernel: notebooks store the kernel name ``python3``. In a virtual environment with ipykernel,
 ``python3`` is ipykernel's own spec (``.venv/share/jupyter/kernels/python3``, installed with the
@@ -1496,10 +1501,13 @@ def architecture_rows(records: Mapping[str, Any], boxes: Mapping[str, Any], name
 # ---- synthetic-difficulty (§4.3's claim against a known difficulty) ---------------------------
 # Images per split of the synthetic sub-run, and settings that keep it short; the rest follows
 # the preset (width, stage strides, reward schedule).
+# At the cpu presets: 2,000 images per split (1,000 leave the meta-graph at chance after 8 epochs;
+# 2,000 reach about 35% validation accuracy after 4), 4 pre-training and 3 search epochs: about
+# 7 minutes on the 2-core build machine. A check of the pipeline more than of the claim.
 DIFFICULTY_RUNS = {
     "smoke": {"size": 100, "overrides": ()},
-    "cpu": {"size": 1000, "overrides": ("pretrain.epochs=8", "search.epochs=8")},
-    "cifar10-cpu": {"size": 1000, "overrides": ("pretrain.epochs=8", "search.epochs=8")},
+    "cpu": {"size": 2000, "overrides": ("pretrain.epochs=4", "search.epochs=3")},
+    "cifar10-cpu": {"size": 2000, "overrides": ("pretrain.epochs=4", "search.epochs=3")},
 }
 DIFFICULTY_DEFAULT = {"size": 5000, "overrides": ()}
 
@@ -1566,16 +1574,18 @@ _MOBILENETS = ("mobilenetv2-0.4", "mobilenetv2-1.0", "mobilenetv2-1.4")
 _SHUFFLENETS = ("shufflenetv2-0.5", "shufflenetv2-1.0", "shufflenetv2-1.5", "shufflenetv2-2.0")
 BOOK_BASELINES = {
     "smoke": ("mobilenetv2-1.0", "shufflenetv2-1.0"),
-    "cpu": _MOBILENETS + _SHUFFLENETS + ("meta-mobilenetv2-path",),
-    "cifar10-cpu": _MOBILENETS + _SHUFFLENETS + ("meta-mobilenetv2-path",),
+    # every width of Tables 1-2: about 15 minutes on the 2-core build machine (MobileNetV2 1.4 alone
+    # 5); the in-space MobileNetV2 path adds about 3 (models=[..., "meta-mobilenetv2-path"]).
+    "cpu": _MOBILENETS + _SHUFFLENETS,
+    "cifar10-cpu": _MOBILENETS + _SHUFFLENETS,
 }
 BOOK_COMPARATORS = ("oneshot", "blockdrop", "convnet-aig")
 
 
 def book_baselines(preset: str, models: Sequence[str] = ()) -> list[str]:
     """``models`` if given, else the preset's default: smoke MobileNetV2 1.0 and ShuffleNetV2
-    1.0; the CPU presets every MobileNetV2 and ShuffleNetV2 width of Tables 1-2 plus the
-    in-space MobileNetV2 path; a paper preset the baselines its table lists, plus that path."""
+    1.0; the CPU presets every MobileNetV2 and ShuffleNetV2 width of Tables 1-2; a paper preset
+    the baselines its table lists, plus the in-space MobileNetV2 path."""
     from .baselines import BASELINE_NAMES
     from .paper_numbers import load_paper_numbers
 

@@ -32,7 +32,8 @@
 # reference. Each finished baseline appends a row to `RUN/results.csv` (notebook 06 reads it).
 #
 # Cost on the 2-core build machine: seconds each at the smoke preset; at the `cpu` preset (digits,
-# 6 epochs) see the timing table below.
+# 6 epochs) about 15 minutes for the seven widths (MobileNetV2 1.4 alone about 5), plus about 3 for
+# `meta-mobilenetv2-path` if added to `models`; the cost table below says what this run took.
 #
 # Parameters: `baseline_overrides` changes the training settings like `instanas baseline --set`,
 # e.g. `["epochs=3"]`.
@@ -40,7 +41,7 @@
 # %% tags=["parameters"]
 preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
-models = []  # baselines to train; []: the preset's default (smoke: mobilenetv2-1.0 and shufflenetv2-1.0; cpu: every MobileNetV2 and ShuffleNetV2 width and the in-space path)
+models = []  # baselines to train; []: the preset's default (smoke: mobilenetv2-1.0 and shufflenetv2-1.0; cpu: every MobileNetV2 and ShuffleNetV2 width)
 baseline_overrides = []  # settings of the baseline stage, as `instanas baseline --set` takes them (see above)
 seed = 0  # seeds Python, NumPy and torch in this kernel (the stage seeds itself from the preset)
 
