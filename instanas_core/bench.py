@@ -50,6 +50,8 @@ class BenchConfig:
     threads: int | None = None  # None: torch's default; latency benchmarks use 1
     seed: int = 0
     width_mult: float = 1.0
+    children: int | None = None  # lut-accuracy: children per resolution (None: 500, or 60/40 quick)
+    resolutions: tuple[int, ...] = (32, 64, 224)  # lut-accuracy
 
 
 def controller_emitting(controller, policy_row: torch.Tensor):
@@ -84,13 +86,31 @@ def _fmt(v) -> str:
 
 
 # ---- lut-accuracy --------------------------------------------------------------------------------
+def _finished_profile(folder: Path, pcfg: ProfileConfig) -> dict | None:
+    """A resolution profiled earlier into ``folder`` with the same settings apart from the number
+    of children (a long benchmark continues where it stopped; the count is reported)."""
+    path = folder / "summary.json"
+    if not path.is_file() or not (folder / "correlation.csv").is_file():
+        return None
+    summary = json.loads(path.read_text())
+    saved = dict(summary.get("config", {}), children=pcfg.children)
+    return summary if saved == dataclasses.asdict(pcfg) else None
+
+
 def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
-    plan = {32: 60, 64: 40} if cfg.quick else {32: 500, 64: 500, 224: 500}
+    default = {32: 60, 64: 40} if cfg.quick else {32: 500, 64: 500, 224: 500}
+    plan = {r: cfg.children or default.get(r, 500) for r in (cfg.resolutions if not cfg.quick else default)}
     raw, rows = {}, []
     for res, n in plan.items():
         pcfg = ProfileConfig(resolution=res, width_mult=cfg.width_mult, children=n, device=cfg.device,
                              seed=cfg.seed, threads=cfg.threads or 1)
-        summary = run_profile(pcfg, out / "lut-accuracy" / str(res))
+        folder = out / "lut-accuracy" / str(res)
+        summary = _finished_profile(folder, pcfg)
+        if summary is None:
+            summary = run_profile(pcfg, folder)
+        else:
+            print(f"{res} px: reusing {folder} ({summary['config']['children']} children)")
+        n = summary["config"]["children"]
         raw[res] = summary
         e = summary["eval"]
         rows.append({"resolution": res, "children": n, "judged": e["n"], "pearson_r": e["pearson_r"],
@@ -98,7 +118,22 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
                      "within_10pct": e["within_10pct"], "repeat_within_10pct": e["repeat_within_10pct"],
                      "raw_sum_mape_pct": summary["eval_raw_sum"]["mape_pct"]})
     result = {"raw": raw, "summary": rows, "machine": _machine(cfg, cfg.threads or 1)}
-    return _write(out, "lut-accuracy", result, rows)
+    _write(out, "lut-accuracy", result, rows)
+    _plot_lut_accuracy(out, plan, result["machine"])
+    return result
+
+
+def _plot_lut_accuracy(out: Path, plan: dict, machine: dict) -> Path:
+    """Figure 4 from the benchmark's folders: ``out/figures/lut-accuracy.png`` (and .pdf)."""
+    from .book import load_profile_panel, stack_panels
+    from .plots import save_figure, plot_latency_correlation
+
+    panels = [load_profile_panel(out / "lut-accuracy" / str(res)) for res in plan]
+    context = f"{machine['device_name']}, {machine['threads']} thread(s), torch {machine['torch']}, batch 1"
+    fig = plot_latency_correlation(**stack_panels(panels), context=context,
+                                   title="Look-up table vs measured latency of sampled children (instanas bench lut-accuracy)")
+    png = save_figure(fig, out, "lut-accuracy")["png"]
+    return png
 
 
 # ---- routed-latency ------------------------------------------------------------------------------

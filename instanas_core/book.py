@@ -114,6 +114,10 @@ __all__ = [
     "figure8_boxes",
     "architecture_rows",
     "DIFFICULTY_RUNS",
+    "check_namespace",
+    "export_figures",
+    "launch_stage",
+    "injected_parameters",
     "difficulty_config",
     "ensure_difficulty_run",
     "difficulty_rows",
@@ -364,6 +368,60 @@ def check_parameters(
                     "Notebook parameters must be str, int, float, bool, list, dict or None, matching the default."
                 ) from None
     return out
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The names papermill injected into this kernel and their current values.
+
+    papermill executes its parameters as a cell whose source starts with ``# Parameters``; IPython
+    keeps every executed cell's source in ``In``, so the last such cell names exactly what was
+    injected (no false alarm for variables a Jupyter user made by running later cells first)."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return {}
+    cells = [c for c in history if isinstance(c, str) and c.lstrip().startswith("# Parameters")]
+    if not cells:
+        return {}
+    try:
+        tree = ast.parse(cells[-1])
+    except SyntaxError:
+        return {}
+    names = [t.id for stmt in tree.body if isinstance(stmt, ast.Assign) for t in stmt.targets if isinstance(t, ast.Name)]
+    return {n: namespace[n] for n in names if n in namespace}
+
+
+def check_namespace(notebook: str, namespace: Mapping[str, Any], notebooks_dir: str | Path | None = None) -> None:
+    """Inside a notebook: refuse parameters that papermill injected but the notebook does not
+    declare, and injected values of the wrong type.
+
+    ``papermill -p NAME VALUE`` only logs a warning for an unknown name and runs with the
+    defaults, and ``-r`` passes every value as a string; the runner (:func:`run_book`) checks
+    both before anything runs, and this is the same check for a notebook executed by papermill
+    directly (see :func:`injected_parameters`).
+    """
+    injected = injected_parameters(namespace)
+    if not injected:
+        return
+    spec = next((s for s in discover_notebooks(notebooks_dir) if s.key == notebook), None)
+    if spec is None:
+        raise BookError(f"no notebook {notebook!r} in the book.")
+    unknown = sorted(set(injected) - set(spec.parameters))
+    if unknown:
+        valid = ", ".join(f"{p.name} ({p.type_name})" for p in spec.parameters.values())
+        raise BookError(
+            f"Unknown parameter(s) {', '.join(map(repr, unknown))} for notebook {spec.name}: it declares only {valid}. "
+            "papermill ignores such a name and runs with the default; fix the name and run again."
+        )
+    for name, value in injected.items():
+        p = spec.parameters[name]
+        try:
+            _coerce(value, p.default)
+        except TypeError:
+            raise BookError(
+                f"Parameter {name!r} of notebook {spec.name} expects {p.type_name} (default {p.default!r}) but got "
+                f"{value!r} of type {type(value).__name__}. With papermill, pass numbers and booleans with -p (not -r) "
+                "and lists with -y 'name: [..]', or use `instanas book --param name=value`, which converts them."
+            ) from None
 
 
 # ---- the kernel ---------------------------------------------------------------------------------
@@ -683,6 +741,54 @@ def run_book_command(args: Any) -> int:
     return 0
 
 
+def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = None) -> Path:
+    """Copy the PNG figures of a finished book run into ``dest`` (the repository's ``figures/``)
+    with a README that says what made them: preset, data set, machine, command, commit, the
+    time each notebook took. Refuses a run whose notebooks did not all complete."""
+    import shutil
+
+    run = Path(run_dir).expanduser().resolve()
+    manifest = read_manifest(run)
+    if manifest is None:
+        raise BookError(f"{run} holds no book run ({MANIFEST_FILE} is missing); run `instanas book` first.")
+    notebooks = manifest.get("notebooks", {})
+    unfinished = [n for n, e in notebooks.items() if e.get("status") != "complete"]
+    if unfinished or not notebooks:
+        raise BookError(f"{run}: notebooks not complete ({', '.join(unfinished) or 'none ran'}); finish the book first.")
+    pngs = sorted((run / "figures").glob("*.png"))
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    for png in pngs:
+        shutil.copy2(png, out / png.name)
+    cfg = book_preset(manifest["preset"])
+    env = manifest.get("environment", {})
+    from .data import dataset_info
+
+    lines = [
+        f"# Figures of one reference run of the `{manifest['preset']}` preset",
+        "",
+        "Reduced-scale figures made on a CPU by the notebook book; they show that every stage runs and what it",
+        "measures at this scale. They are **not** the paper's GPU results (see the tables' paper columns for those).",
+        "",
+        f"- preset: `{manifest['preset']}`; data set: {dataset_info(cfg.experiment.dataset).title}; width {cfg.experiment.width_mult}",
+        f"- machine: {env.get('device_name', '?')}, {env.get('cpu_count', '?')} cores; torch {env.get('torch', '?')}; {env.get('platform', '')}",
+        f"- command: `{command or 'instanas book --preset ' + manifest['preset'] + ' --run-dir ' + str(run)}`",
+        f"- commit: {env.get('git_commit', '?')}; run started {manifest.get('created', '?')}",
+        "",
+        "| notebook | seconds | figures |",
+        "| --- | ---: | --- |",
+    ]
+    for name, entry in notebooks.items():
+        figs = ", ".join(Path(f).stem for f in entry.get("figures", []) if f.endswith(".png"))
+        lines.append(f"| {name} | {entry.get('seconds') or 0:.0f} | {figs} |")
+    total = sum(e.get("seconds") or 0 for e in notebooks.values())
+    lines += ["", f"Total: {total / 60:.1f} min over {len(notebooks)} notebooks; {len(pngs)} figures.", ""]
+    (out / "README.md").write_text("\n".join(lines))
+    return out
+
+
 # ---- helpers for the notebooks ------------------------------------------------------------------
 @dataclass
 class BookContext:
@@ -793,8 +899,12 @@ def _use_shared_cifar10_jpeg() -> str | None:
     return None
 
 
-def start(notebook: str, preset: str, run_dir: str | Path, seed: int = 0) -> BookContext:
-    """The first cell of every notebook: seed everything, print what runs, make RUN's folders."""
+def start(
+    notebook: str, preset: str, run_dir: str | Path, seed: int = 0, namespace: Mapping[str, Any] | None = None
+) -> BookContext:
+    """The first cell of every notebook: check the parameters the kernel holds (``namespace``,
+    the notebook's ``globals()``, see :func:`check_namespace`), seed everything, print what runs,
+    make RUN's folders."""
     import random
 
     import matplotlib
@@ -804,6 +914,8 @@ def start(notebook: str, preset: str, run_dir: str | Path, seed: int = 0) -> Boo
     from . import __version__
     from .env import describe_environment
 
+    if namespace is not None:
+        check_namespace(notebook, namespace)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -1102,16 +1214,51 @@ def _stage_folder(stage: str, cfg: Any) -> str:
 
 
 def _config_diff(saved: Mapping[str, Any], cfg: Any, sections: Sequence[str]) -> list[str]:
+    """Settings of ``sections`` that differ between a saved ``config.json`` and ``cfg`` (a field
+    the saved file lacks was added to the code since, and is not counted)."""
     mine = dataclasses.asdict(cfg)
     return [
-        f"{sec}.{k}: {saved.get(sec, {}).get(k)!r} there, {v!r} here"
+        f"{sec}.{k}: {saved[sec][k]!r} there, {v!r} here"
         for sec in sections
         for k, v in mine[sec].items()
-        if k not in _CONFIG_FREE and saved.get(sec, {}).get(k) != v
+        if k not in _CONFIG_FREE and k in saved.get(sec, {}) and saved[sec][k] != v
     ]
 
 
-def ensure_stage(stage: str, cfg: Any, run_dir: str | Path, check_config: bool = True, progress: bool = False) -> dict:
+def launch_stage(stage: str, cfg: Any, run_dir: str | Path, nproc: int, overwrite: bool = False) -> dict:
+    """Run ``stage`` with ``cfg`` in ``nproc`` processes through ``torchrun --standalone`` (a
+    subprocess: a notebook's kernel cannot be one rank of a process group), streaming its output;
+    returns the stage's ``summary.json``. The configuration travels as a ``config.json`` file
+    (``instanas <stage> --config``), so overrides made in the notebook reach every rank."""
+    import subprocess
+
+    from .config import config_to_dict
+    from .rundir import load_json, save_json
+
+    if stage not in ("pretrain", "search", "finetune"):
+        raise BookError(f"only pretrain, search and finetune run under torchrun from a notebook, not {stage!r}.")
+    if nproc < 1:
+        raise BookError(f"nproc must be at least 1, got {nproc}.")
+    run = Path(run_dir)
+    config_file = save_json(run / "launch" / f"{stage}-config.json", config_to_dict(cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "instanas_core", stage, "--config", str(config_file), "--run-dir", str(run), "--quiet",
+           "--overwrite" if overwrite else "--resume"]
+    print("launching: " + " ".join(cmd[1:]), flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        tail: list[str] = []
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail = (tail + [line.rstrip()])[-15:]
+        code = proc.wait()
+    if code != 0:
+        raise BookError(f"torchrun {stage} with {nproc} processes exited with status {code}; its last lines:\n" + "\n".join(tail))
+    return load_json(run / _stage_folder(stage, cfg) / "summary.json")
+
+
+def ensure_stage(
+    stage: str, cfg: Any, run_dir: str | Path, check_config: bool = True, progress: bool = False, nproc: int = 1
+) -> dict:
     """The summary of ``RUN/<stage>`` (``RUN/<finetune.out_dir>`` for fine-tuning): loaded when
     the stage finished there, else the stage is run (``resume=True``: an interrupted stage
     continues from its last checkpoint; the stages refuse an existing folder otherwise).
@@ -1121,6 +1268,8 @@ def ensure_stage(stage: str, cfg: Any, run_dir: str | Path, check_config: bool =
     result); with ``False`` it is accepted and said so (a later notebook needing a stage as
     input takes whatever an earlier notebook trained). An evaluation is cheap and is simply
     redone when its settings differ.
+
+    ``nproc`` > 1 runs the stage in that many processes with ``torchrun`` (:func:`launch_stage`).
     """
     from .rundir import load_json
     from .stages import STAGE_RUNNERS
@@ -1145,8 +1294,11 @@ def ensure_stage(stage: str, cfg: Any, run_dir: str | Path, check_config: bool =
                 "Use another run_dir for these settings, or delete that folder to train it again."
             )
     t0 = time.perf_counter()
-    with _quiet_progress():
-        summary = runner(cfg, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress)
+    if nproc > 1:
+        summary = launch_stage(stage, cfg, run_dir, nproc, overwrite)
+    else:
+        with _quiet_progress():
+            summary = runner(cfg, run_dir, resume=not overwrite, overwrite=overwrite, progress=progress)
     print(f"{fmt(summary)} [{time.perf_counter() - t0:.1f} s in this notebook]")
     return summary
 

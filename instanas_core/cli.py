@@ -11,7 +11,9 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["main", "build_parser", "COMMANDS", "resolve_stage_config"]
+from .data.errors import DatasetError
+
+__all__ = ["main", "build_parser", "COMMANDS", "resolve_stage_config", "one_paragraph"]
 
 # name -> (add_arguments, run); run(args) returns an exit status.
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
@@ -76,6 +78,10 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--children", type=int, default=None,
+                   help="lut-accuracy: children per resolution (default 500; resolutions already profiled in --out are reused)")
+    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 224], choices=(32, 64, 224),
+                   help="lut-accuracy: which resolutions")
 
 
 def _bench_run(args: argparse.Namespace) -> int:
@@ -83,7 +89,8 @@ def _bench_run(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult)
+    cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult,
+                      children=args.children, resolutions=tuple(args.resolutions))
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
     print(f"wrote {os.path.join(args.out, args.name + '.json')} and .md")
@@ -97,6 +104,8 @@ command("bench", "run a benchmark and write DIR/NAME.json and DIR/NAME.md")((_be
 def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet "
                    "(default: the configuration an earlier stage saved in --run-dir)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a config.json (as every stage folder holds) to start from instead of --preset")
     p.add_argument("--dataset", default=None, help="data set name (overrides the preset's)")
     p.add_argument("--run-dir", required=True, help="the experiment's run folder; this stage writes RUN/<stage>/")
     p.add_argument("--resume", action="store_true", help="continue the stage from RUN/<stage>/last.pt")
@@ -110,15 +119,25 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_stage_config(stage: str, args: argparse.Namespace):
-    """The stage's Config: the preset (or the configuration saved by an earlier stage of the
-    same run), then --dataset, --device and --set overrides."""
+    """The stage's Config: the preset, a ``--config`` file, or the configuration saved by an
+    earlier stage of the same run; then --dataset, --device and --set overrides."""
     from pathlib import Path
 
     from .config import ConfigError, apply_overrides, config_from_dict, get_preset
     from .rundir import load_json
 
     run = Path(args.run_dir)
-    if args.preset is not None:
+    config_file = getattr(args, "config", None)
+    if config_file is not None and args.preset is not None:
+        raise ConfigError("give either --preset or --config, not both.")
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"--config {config_file}: no such file; pass a config.json that a stage wrote.")
+        try:
+            cfg = config_from_dict(load_json(config_file))
+        except ValueError as exc:
+            raise ConfigError(f"--config {config_file} is not a configuration this code can read: {exc}") from None
+    elif args.preset is not None:
         cfg = get_preset(args.preset)
     else:
         saved = sorted(run.glob(f"{stage}*/config.json")) + sorted(run.glob("*/config.json"))
@@ -237,6 +256,26 @@ def _book_run(args: argparse.Namespace) -> int:
 command("book", "run the notebook book (notebooks/NN_*.py) in order with papermill")((_book_args, _book_run))
 
 
+# ---- figures -------------------------------------------------------------------------------------
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="a finished book run")
+    p.add_argument("--out", default="figures", help="destination folder (default figures/)")
+    p.add_argument("--command", default=None, help="the command that made the run, for the README")
+
+
+def _figures_run(args: argparse.Namespace) -> int:
+    from .book import export_figures
+
+    out = export_figures(args.run_dir, args.out, args.command)
+    print(f"copied the figures of {args.run_dir} to {out} (see {out / 'README.md'})")
+    return 0
+
+
+command("figures", "copy a finished book run's PNG figures to figures/ with a README of what made them")(
+    (_figures_args, _figures_run)
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instanas", description="InstaNAS reproduction: stages, latency profiling and the notebook book."
@@ -256,11 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"instanas {args.command}: interrupted.", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, DatasetError) as exc:
         if os.environ.get("INSTANAS_DEBUG"):
             raise
-        print(f"instanas {args.command}: error: {exc}", file=sys.stderr)
+        print(f"instanas {args.command}: error: {one_paragraph(exc)}", file=sys.stderr)
         return 2
+
+
+def one_paragraph(exc: BaseException) -> str:
+    """The error's message as one paragraph: an OSError names its file and reason; a message a
+    library made multi-line (a DataLoader worker's re-raised error carries the worker's traceback)
+    keeps its first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}. Check the path and free disk space, then run the command again (with --resume for a stage)."
+    text = str(exc).strip() or type(exc).__name__
+    if "Original Traceback" in text:
+        text = text.split("Original Traceback")[-1].strip().splitlines()[-1]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("  File "))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,12 @@ class MetaGraph(nn.Module):
     ) -> torch.Tensor:
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}.")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"the meta-graph takes a batch of RGB images (B, 3, H, W) ({self.space.resolution}x"
+                f"{self.space.resolution} in this space); got a tensor of shape {tuple(x.shape)}. Add a batch "
+                "dimension with x.unsqueeze(0), or convert grey images to RGB."
+            )
         policy = self.check_policy(policy, x.shape[0])  # (B, T, K)
         x = self.stem(x)  # (B, C_stem, H, W)
         if execution == "masked":

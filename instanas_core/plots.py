@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "FIGURE_DPI",
@@ -346,6 +347,8 @@ def plot_training_curves(
             ax.plot(xv[ok], yv[ok], marker="o" if ok.sum() < 30 else None, ms=3, label=str(g) if g is not None else y)
         ax.set_xlabel(labels.get(x, x))
         ax.set_ylabel(labels.get(y, y))
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _title(fig, title, context)
@@ -377,6 +380,8 @@ def plot_reward_bounds(
     ax.plot(xv, _to_float(cols[lower]), color="tab:green", lw=1.2, ls="--", label="lower bound $L_t$")
     ax.plot(xv, _to_float(cols[latency]), color="tab:blue", marker="o", ms=3, label="mean latency of policies")
     ax.set_xlabel(x)
+    if x == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("latency (ms, look-up table)")
     handles, names = ax.get_legend_handles_labels()
     if accuracy and accuracy in cols:

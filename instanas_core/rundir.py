@@ -20,13 +20,16 @@ plain containers of tensors and numbers only, RNG states included (:func:`captur
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import math
 import os
+import pickle
 import random
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -96,12 +99,8 @@ def _jsonable(obj: Any) -> Any:
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically (non-finite floats become null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_jsonable(obj), indent=1)
+    return _write_atomically(Path(path), lambda tmp: tmp.write_text(text), "file")
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -145,16 +144,28 @@ class MetricsLog:
         extra = set(row) - set(self.columns)
         if missing or extra:
             raise ValueError(f"metrics row does not match the header: missing {sorted(missing)}, extra {sorted(extra)}.")
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([_format(row[c]) for c in self.columns])
+        line = io.StringIO()
+        csv.writer(line).writerow([_format(row[c]) for c in self.columns])
+        try:
+            with self.path.open("a", newline="") as f:
+                f.write(line.getvalue())  # one write: a kill leaves a whole row or a partial last line
+        except OSError as exc:
+            raise RunDirError(
+                f"could not append to {self.path}: {exc.strerror or exc}. The checkpoint of this epoch was "
+                "written; free some space and run the same command again with --resume."
+            ) from None
 
     def rows(self) -> list[dict]:
         with self.path.open(newline="") as f:
             return list(csv.DictReader(f))
 
     def truncate(self, keep_epochs_below: int) -> None:
-        """Keep only rows with ``epoch < keep_epochs_below``."""
-        rows = [r for r in self.rows() if int(r["epoch"]) < keep_epochs_below]
+        """Keep only rows with ``epoch < keep_epochs_below`` (and drop a partial last line that a
+        kill or a full disk left)."""
+        rows = [
+            r for r in self.rows()
+            if None not in r and all(r.get(c) is not None for c in self.columns) and int(r["epoch"]) < keep_epochs_below
+        ]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             w = csv.writer(f)
@@ -170,14 +181,31 @@ def _format(v: Any) -> Any:
     return v
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """``torch.save`` to a temporary file, then ``os.replace``: a crash never leaves half a file."""
-    path = Path(path)
+def _write_atomically(path: Path, write: Callable[[Path], None], what: str) -> Path:
+    """``write(tmp)``, flush to disk, then ``os.replace(tmp, path)``: a crash or a full disk never
+    leaves half a file at ``path``, and the previous file stays until the new one is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        kept = "The previous file there is intact. " if path.exists() else ""
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise RunDirError(
+            f"could not write the {what} {path}: {reason}. {kept}Free some space (or choose another --run-dir) "
+            "and run the same command again with --resume."
+        ) from None
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """``torch.save`` to a temporary file, fsync, then ``os.replace``: a crash (even SIGKILL) or a
+    full disk never leaves half a checkpoint, and the last good one survives a failed save."""
+    return _write_atomically(Path(path), lambda tmp: torch.save(state, tmp), "checkpoint")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -185,7 +213,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"checkpoint {path} does not exist.")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(
+            f"checkpoint {path} cannot be loaded ({first}). It is damaged or was not written by this "
+            "project (only plain tensors and numbers are loaded, never code). Delete it and use --overwrite, "
+            "or restore it from a copy."
+        ) from None
 
 
 def capture_rng_state() -> dict:

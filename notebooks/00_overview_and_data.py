@@ -48,7 +48,7 @@ seed = 0  # seeds Python, NumPy and torch, and draws the images shown
 # %%
 from instanas_core import book, plots
 
-ctx = book.start("00", preset, run_dir, seed=seed)
+ctx = book.start("00", preset, run_dir, seed=seed, namespace=globals())
 
 # %% [markdown]
 # ## The splits

@@ -46,7 +46,7 @@ import numpy as np
 
 from instanas_core import book, plots
 
-ctx = book.start("01", preset, run_dir, seed=seed)
+ctx = book.start("01", preset, run_dir, seed=seed, namespace=globals())
 
 # %% [markdown]
 # ## The run's look-up table

@@ -32,12 +32,15 @@
 #
 # Parameters: `pretrain_overrides` changes the stage's settings like `instanas pretrain --set`, e.g.
 # `["epochs=4", "max_steps_per_epoch=5"]` (a field of the pretrain section or of the experiment).
+# `nproc` > 1 runs the stage in that many processes with `torchrun` (DistributedDataParallel; a
+# subprocess, since the kernel cannot be one rank of a process group); batch sizes stay global.
 
 # %% tags=["parameters"]
 preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 pretrain_overrides = []  # settings of the pretrain stage, as `instanas pretrain --set` takes them (see above)
 seed = 0  # seeds Python, NumPy and torch in this kernel (the stage seeds itself from the preset)
+nproc = 1  # training processes: more than 1 launches the stage with torchrun (DDP; gloo on CPU, NCCL on GPU)
 
 # %%
 import math
@@ -45,7 +48,7 @@ import math
 from instanas_core import book, plots
 from instanas_core.stages import drop_rate_at
 
-ctx = book.start("02", preset, run_dir, seed=seed)
+ctx = book.start("02", preset, run_dir, seed=seed, namespace=globals())
 cfg = book.stage_config(ctx.cfg, "pretrain", pretrain_overrides)
 
 # %% [markdown]
@@ -54,7 +57,7 @@ cfg = book.stage_config(ctx.cfg, "pretrain", pretrain_overrides)
 # its last checkpoint.
 
 # %%
-summary = book.ensure_stage("pretrain", cfg, ctx.run_dir)
+summary = book.ensure_stage("pretrain", cfg, ctx.run_dir, nproc=nproc)
 metrics = book.read_metrics(ctx.run_dir, "pretrain")
 assert summary["finished"] and len(metrics) == cfg.pretrain.epochs
 assert all(math.isfinite(r["train_loss"]) for r in metrics), "the loss must stay finite"

@@ -34,6 +34,8 @@
 #
 # Parameters: `search_overrides` changes the search's settings like `instanas search --set`, e.g.
 # `["epochs=5", "alpha=0.9"]`.
+# `nproc` > 1 runs the stage in that many processes with `torchrun` (DistributedDataParallel; a
+# subprocess, since the kernel cannot be one rank of a process group); batch sizes stay global.
 
 # %% tags=["parameters"]
 preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
@@ -41,13 +43,14 @@ run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage
 search_overrides = []  # settings of the search stage, as `instanas search --set` takes them (see above)
 figure1_variant = "C"  # whose controller Figure 1 shows: a variant A-E picked from the search, or "last"
 seed = 0  # seeds Python, NumPy and torch in this kernel (the stage seeds itself from the preset)
+nproc = 1  # training processes: more than 1 launches the stage with torchrun (DDP; gloo on CPU, NCCL on GPU)
 
 # %%
 import math
 
 from instanas_core import book, plots
 
-ctx = book.start("03", preset, run_dir, seed=seed)
+ctx = book.start("03", preset, run_dir, seed=seed, namespace=globals())
 cfg = book.stage_config(ctx.cfg, "search", search_overrides)
 
 # %% [markdown]
@@ -56,8 +59,8 @@ cfg = book.stage_config(ctx.cfg, "search", search_overrides)
 # it is missing) and reads the look-up table of notebook 01 (`RUN/profile/lut.json`).
 
 # %%
-book.ensure_stage("pretrain", cfg, ctx.run_dir, check_config=False)
-summary = book.ensure_stage("search", cfg, ctx.run_dir)
+book.ensure_stage("pretrain", cfg, ctx.run_dir, check_config=False, nproc=nproc)
+summary = book.ensure_stage("search", cfg, ctx.run_dir, nproc=nproc)
 metrics = book.read_metrics(ctx.run_dir, "search")
 assert summary["finished"] and len(metrics) == cfg.search.epochs
 assert all(r["upper_bound"] > r["lower_bound"] for r in metrics), "the reward interval must stay open"

@@ -43,7 +43,7 @@ seed = 0  # seeds Python, NumPy and torch in this kernel (the stages seed themse
 # %%
 from instanas_core import book, plots
 
-ctx = book.start("04", preset, run_dir, seed=seed)
+ctx = book.start("04", preset, run_dir, seed=seed, namespace=globals())
 letters = book.book_variants(preset, variants)
 print(f"variants: {', '.join(letters)}; training: {book.stage_config(ctx.cfg, 'finetune', finetune_overrides).finetune.mode}")
 
@@ -77,8 +77,8 @@ ctx.table(book.variant_rows(results, reference), "04_variants", latency="both",
 
 # %%
 points = book.search_tradeoff_points(book.read_metrics(ctx.run_dir, "search")) + book.variant_points(results)
-ctx.show(plots.plot_accuracy_vs_latency(points, context=ctx.context("estimated"),
-                                        title="Variants A-E: accuracy vs latency (search on validation, trained on test)"),
+ctx.show(plots.plot_accuracy_vs_latency(points, x_label="mean latency per image (ms, look-up table)", context=ctx.context("estimated"),
+                                        title="Variants A-E: accuracy vs latency (search epochs on validation, trained variants on test)"),
          "04_variants_tradeoff")
 
 # %% [markdown]

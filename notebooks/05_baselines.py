@@ -48,7 +48,7 @@ seed = 0  # seeds Python, NumPy and torch in this kernel (the stage seeds itself
 # %%
 from instanas_core import book, plots
 
-ctx = book.start("05", preset, run_dir, seed=seed)
+ctx = book.start("05", preset, run_dir, seed=seed, namespace=globals())
 names = book.book_baselines(preset, models)
 print(f"baselines: {', '.join(names)}")
 

@@ -53,7 +53,7 @@ seed = 0  # seeds Python, NumPy and torch in this kernel
 # %%
 from instanas_core import book, plots
 
-ctx = book.start("07", preset, run_dir, seed=seed)
+ctx = book.start("07", preset, run_dir, seed=seed, namespace=globals())
 dataset = ctx.cfg.experiment.dataset
 
 # %% [markdown]

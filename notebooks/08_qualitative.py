@@ -49,7 +49,7 @@ import math
 
 from instanas_core import book, plots
 
-ctx = book.start("08", preset, run_dir, seed=seed)
+ctx = book.start("08", preset, run_dir, seed=seed, namespace=globals())
 
 # %% [markdown]
 # ## Figure 7: images sorted by the latency of their architecture

@@ -44,7 +44,7 @@ import numpy as np
 
 from instanas_core import book, plots
 
-ctx = book.start("09", preset, run_dir, seed=seed)
+ctx = book.start("09", preset, run_dir, seed=seed, namespace=globals())
 
 # %%
 made = book.ensure_variant(ctx.cfg, ctx.run_dir, variant)

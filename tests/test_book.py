@@ -96,6 +96,24 @@ def test_every_notebook_runs_at_smoke(smoke_run):
     assert check["eval"]["n"] == book.check_children("smoke") == 8
 
 
+def test_export_figures_copies_pngs_with_a_readme(smoke_run, tmp_path, capsys):
+    run, manifest = smoke_run
+    dest = tmp_path / "figures"
+    (dest).mkdir()
+    (dest / "stale.png").write_bytes(b"old")  # a figure of an earlier export is replaced
+    from instanas_core.cli import main
+
+    assert main(["figures", "--run-dir", str(run), "--out", str(dest), "--command", "make book"]) == 0
+    pngs = sorted(p.name for p in dest.glob("*.png"))
+    assert pngs == sorted(p.name for p in (run / "figures").glob("*.png")) and len(pngs) >= 8
+    readme = (dest / "README.md").read_text()
+    assert "`smoke` preset" in readme and "`make book`" in readme and "not** the paper" in readme
+    assert manifest["environment"]["git_commit"] in readme
+    assert all(name in readme for name in BOOK)
+    with pytest.raises(book.BookError, match="holds no book run"):
+        book.export_figures(tmp_path / "nowhere", dest)
+
+
 def test_tables_are_headed_and_hold_both_sources(smoke_run):
     run, _ = smoke_run
     md = (run / "tables" / "06_table1_comparison.md").read_text()

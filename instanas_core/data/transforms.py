@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from .errors import DatasetError
 from .info import DatasetInfo
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "CIFAR100_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "CheckImageSize",
     "Cutout",
     "build_transform",
     "cutout",
@@ -79,9 +81,43 @@ class Cutout(nn.Module):
         return f"size={self.size}"
 
 
+class CheckImageSize(nn.Module):
+    """Refuse an image whose size or channel count is not the data set's, naming both.
+
+    Fixed-size data sets (CIFAR, TinyImageNet, the in-memory ones) are not resized: an image of
+    another size would otherwise be cropped silently in training and fail deep inside batching at
+    evaluation. PIL images of any mode were already converted to RGB by the loader
+    (:func:`~instanas_core.data.imagefolder.load_rgb`); tensors must have 3 channels.
+    """
+
+    def __init__(self, resolution: int, title: str) -> None:
+        super().__init__()
+        self.resolution, self.title = resolution, title
+
+    def forward(self, image):
+        if isinstance(image, torch.Tensor):
+            channels, size = (image.shape[-3] if image.dim() >= 3 else 1), tuple(image.shape[-2:])
+        else:  # PIL: size is (width, height)
+            channels, size = len(image.getbands()), tuple(image.size[::-1])
+        r = self.resolution
+        if channels != 3 or size != (r, r):
+            raise DatasetError(
+                f"{self.title}: an image of {channels} channel(s) and {size[0]}x{size[1]} pixels, but this data set's "
+                f"images are RGB {r}x{r}. Replace the file with one of the right size (or resize the folder's images "
+                f"to {r}x{r}); images are not resized here, so that every image is seen as the paper's pipeline sees it."
+            )
+        return image
+
+    def extra_repr(self) -> str:
+        return f"resolution={self.resolution}"
+
+
 def build_transform(info: DatasetInfo, train: bool) -> Callable[[object], torch.Tensor]:
-    """The training (augmenting) or evaluation transform of a data set, from its ``info``."""
+    """The training (augmenting) or evaluation transform of a data set, from its ``info``; data sets
+    without a resizing crop first check each image's size (:class:`CheckImageSize`)."""
     steps: list[Callable] = []
+    if info.crop != "resized":
+        steps.append(CheckImageSize(info.resolution, info.title))
     if info.crop == "resized":
         r = info.resolution
         if train:
