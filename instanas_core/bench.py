@@ -11,6 +11,10 @@ tests. ``instanas bench NAME [--quick] --out DIR``.
 * ``batched-inference`` -- images/s at batch 256, routed (subset) vs masked, outputs compared.
 * ``train-throughput`` -- images/s of drop-path pre-training steps and of the search's two epoch
   kinds, subset vs masked, in the same process.
+* ``tradeoff``        -- the paper's headline at CPU scale: InstaNAS variants A-E against
+  MobileNetV2 1.0 trained with the same budget (``cifar10-cpu`` preset on CIFAR-10 JPEG q75;
+  ``--quick``: the smoke preset), accuracy on the test split and batch-1 latency measured in one
+  process with one timing method, controller included; the latency reduction at matched accuracy.
 
 Policies: unless stated otherwise benchmarks use :func:`sample_random_policy` with densities
 drawn from ``U(0.05, 0.6)`` -- the search's reward interval starts at 0.7x the all-modules
@@ -52,6 +56,8 @@ class BenchConfig:
     width_mult: float = 1.0
     children: int | None = None  # lut-accuracy: children per resolution (None: 500, or 60/40 quick)
     resolutions: tuple[int, ...] = (32, 64, 224)  # lut-accuracy
+    preset: str | None = None  # tradeoff: None -> cifar10-cpu (smoke with --quick)
+    run_dir: str | None = None  # tradeoff: the run folder (None -> DIR/tradeoff-<preset>); finished stages are loaded
 
 
 def controller_emitting(controller, policy_row: torch.Tensor):
@@ -284,11 +290,87 @@ def bench_train_throughput(cfg: BenchConfig, out: Path) -> dict:
     return _write(out, "train-throughput", result, rows)
 
 
+# ---- tradeoff ------------------------------------------------------------------------------------
+TRADEOFF_BASELINE = "mobilenetv2-1.0"
+MATCHED_ACCURACY_PT = 0.5  # "comparable accuracy": at most this many points below the baseline
+
+
+def _variant_latency(cfg, run_dir: Path, letter: str, images: int, timing: TimingConfig, threads: int) -> dict:
+    """Batch-1 latency of variant ``letter`` (controller + the child each test image gets), on
+    the first ``images`` test images, distinct policies timed once."""
+    from .book import variant_config
+    from .policy import greedy_policy
+    from .stages.common import build_split, make_loader, measure_routed_latency, to_device
+    from .stages.evaluate import load_trained
+
+    vcfg = variant_config(cfg, letter)
+    device = torch.device(cfg.experiment.device)
+    graph, controller, _ = load_trained(vcfg, run_dir, device, vcfg.finetune.out_dir, letter)
+    data = build_split(vcfg.experiment, "test", augment=False)
+    loader = make_loader(data, images, False, 0, vcfg.experiment, device, train=False)
+    image, _ = next(iter(loader))
+    with torch.no_grad():
+        x = to_device(image[:images], device, vcfg.experiment.channels_last)
+        policy = greedy_policy(controller(x), graph).cpu()  # (n, T, K)
+    ms = measure_routed_latency(graph, controller, policy, timing, device, threads)
+    return {"mean_ms": float(ms.mean()), "std_ms": float(ms.std()), "images": len(ms),
+            "distinct_policies": int(torch.unique(policy.reshape(len(policy), -1), dim=0).shape[0]),
+            "modules_per_image": float(policy.sum((1, 2)).mean())}
+
+
+def bench_tradeoff(cfg: BenchConfig, out: Path) -> dict:
+    from . import book
+    from .baselines import build_baseline, measure_model_latency
+
+    preset = cfg.preset or ("smoke" if cfg.quick else "cifar10-cpu")
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else out / f"tradeoff-{preset}"
+    pcfg = book.book_preset(preset)
+    if pcfg.experiment.dataset == "cifar10-jpeg":
+        book._use_shared_cifar10_jpeg()  # the copy beside a checkout, as the notebooks find it
+    if cfg.device != "cpu":
+        pcfg = dataclasses.replace(pcfg, experiment=dataclasses.replace(pcfg.experiment, device=cfg.device))
+    letters = book.book_variants(preset)
+    trained = {L: book.ensure_variant(pcfg, run_dir, L) for L in letters}
+    base = book.ensure_baseline(pcfg, run_dir, TRADEOFF_BASELINE)
+
+    threads = cfg.threads or 1
+    images = 16 if cfg.quick else 64
+    timing = TimingConfig(min_run_time=0.01 if cfg.quick else 0.05, blocks=2 if cfg.quick else 5)
+    res, classes = pcfg.experiment.info.resolution, pcfg.experiment.info.num_classes
+    rows = []
+    with thread_limit(threads):
+        # The baseline's latency does not depend on its weights: a fresh copy of the architecture is timed.
+        torch.manual_seed(cfg.seed)
+        base_ms = measure_model_latency(build_baseline(TRADEOFF_BASELINE, res, classes), res, threads, timing, cfg.device)["min_ms"]
+        rows.append({"model": TRADEOFF_BASELINE, "test_accuracy_pct": base["accuracy_pct"],
+                     "measured_ms": base_ms, "estimated_ms": None, "distinct_policies": 1})
+        for L in letters:
+            ev = trained[L]["evaluate"]
+            lat = _variant_latency(pcfg, run_dir, L, images, timing, threads)
+            rows.append({"model": f"InstaNAS-{L}", "test_accuracy_pct": 100 * ev["accuracy"], "measured_ms": lat["mean_ms"],
+                         "estimated_ms": ev["latency_estimate_ms"]["mean"], "distinct_policies": lat["distinct_policies"]})
+    for r in rows:
+        r["reduction_vs_baseline_pct"] = 100 * (1 - r["measured_ms"] / base_ms)
+        r["accuracy_vs_baseline_pt"] = r["test_accuracy_pct"] - rows[0]["test_accuracy_pct"]
+    matched = [r for r in rows[1:] if r["accuracy_vs_baseline_pt"] >= -MATCHED_ACCURACY_PT]
+    best = min(matched, key=lambda r: r["measured_ms"]) if matched else None
+    summary = {
+        "preset": preset, "dataset": pcfg.experiment.dataset, "run_dir": str(run_dir), "baseline": TRADEOFF_BASELINE,
+        "matched_accuracy_pt": MATCHED_ACCURACY_PT, "images_timed_per_variant": images,
+        "best_matched_variant": best["model"] if best else None,
+        "latency_reduction_at_matched_accuracy_pct": best["reduction_vs_baseline_pct"] if best else None,
+        "rows": rows,
+    }
+    result = {"config": dataclasses.asdict(cfg), "summary": summary, "machine": _machine(cfg, threads)}
+    return _write(out, "tradeoff", result, rows)
+
+
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], dict]] = {
     "lut-accuracy": bench_lut_accuracy,
     "routed-latency": bench_routed_latency,
     "batched-inference": bench_batched_inference,
     "train-throughput": bench_train_throughput,
+    "tradeoff": bench_tradeoff,
 }
 
 

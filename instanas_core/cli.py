@@ -12,6 +12,7 @@ import sys
 from typing import Callable
 
 from .data.errors import DatasetError
+from .distributed import is_main_process
 
 __all__ = ["main", "build_parser", "COMMANDS", "resolve_stage_config", "one_paragraph"]
 
@@ -82,6 +83,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    help="lut-accuracy: children per resolution (default 500; resolutions already profiled in --out are reused)")
     p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 224], choices=(32, 64, 224),
                    help="lut-accuracy: which resolutions")
+    p.add_argument("--preset", default=None, help="tradeoff: the preset (default cifar10-cpu; smoke with --quick)")
+    p.add_argument("--run-dir", default=None, help="tradeoff: run folder (default DIR/tradeoff-PRESET); finished stages are loaded")
 
 
 def _bench_run(args: argparse.Namespace) -> int:
@@ -90,7 +93,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     from .bench import BenchConfig, run_bench
 
     cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult,
-                      children=args.children, resolutions=tuple(args.resolutions))
+                      children=args.children, resolutions=tuple(args.resolutions), preset=args.preset, run_dir=args.run_dir)
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
     print(f"wrote {os.path.join(args.out, args.name + '.json')} and .md")
@@ -168,7 +171,8 @@ def _stage_runner(stage: str):
             summary = runner(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
         except DatasetError as exc:  # the data layer's errors are not ValueErrors
             raise ValueError(str(exc)) from None
-        print(fmt(summary))
+        if is_main_process():  # under torchrun every rank returns the same summary
+            print(fmt(summary))
         return 0
 
     return run
@@ -203,7 +207,8 @@ def _baseline_run(args: argparse.Namespace) -> int:
         )
     except DatasetError as exc:
         raise ValueError(str(exc)) from None
-    print(format_baseline_summary(summary))
+    if is_main_process():
+        print(format_baseline_summary(summary))
     return 0
 
 
@@ -231,7 +236,8 @@ def _comparator_run(args: argparse.Namespace) -> int:
         )
     except DatasetError as exc:
         raise ValueError(str(exc)) from None
-    print(format_comparator_summary(summary))
+    if is_main_process():
+        print(format_comparator_summary(summary))
     return 0
 
 
@@ -260,13 +266,13 @@ command("book", "run the notebook book (notebooks/NN_*.py) in order with papermi
 def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="a finished book run")
     p.add_argument("--out", default="figures", help="destination folder (default figures/)")
-    p.add_argument("--command", default=None, help="the command that made the run, for the README")
+    p.add_argument("--made-by", default=None, metavar="COMMAND", help="the command that made the run, for the README")
 
 
 def _figures_run(args: argparse.Namespace) -> int:
     from .book import export_figures
 
-    out = export_figures(args.run_dir, args.out, args.command)
+    out = export_figures(args.run_dir, args.out, args.made_by)
     print(f"copied the figures of {args.run_dir} to {out} (see {out / 'README.md'})")
     return 0
 
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError, DatasetError) as exc:
         if os.environ.get("INSTANAS_DEBUG"):
             raise
-        print(f"instanas {args.command}: error: {one_paragraph(exc)}", file=sys.stderr)
+        where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1 else ""
+        print(f"instanas {args.command}{where}: error: {one_paragraph(exc)}", file=sys.stderr)
         return 2
 
 

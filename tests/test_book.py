@@ -103,7 +103,7 @@ def test_export_figures_copies_pngs_with_a_readme(smoke_run, tmp_path, capsys):
     (dest / "stale.png").write_bytes(b"old")  # a figure of an earlier export is replaced
     from instanas_core.cli import main
 
-    assert main(["figures", "--run-dir", str(run), "--out", str(dest), "--command", "make book"]) == 0
+    assert main(["figures", "--run-dir", str(run), "--out", str(dest), "--made-by", "make book"]) == 0
     pngs = sorted(p.name for p in dest.glob("*.png"))
     assert pngs == sorted(p.name for p in (run / "figures").glob("*.png")) and len(pngs) >= 8
     readme = (dest / "README.md").read_text()
@@ -112,6 +112,28 @@ def test_export_figures_copies_pngs_with_a_readme(smoke_run, tmp_path, capsys):
     assert all(name in readme for name in BOOK)
     with pytest.raises(book.BookError, match="holds no book run"):
         book.export_figures(tmp_path / "nowhere", dest)
+
+
+def test_tradeoff_benchmark_on_the_finished_smoke_run(smoke_run, tmp_path):
+    """``instanas bench tradeoff`` loads the book's trained variants and baseline (nothing is
+    trained again), times them in one process and reports the reduction at matched accuracy."""
+    from instanas_core.bench import BenchConfig, run_bench
+
+    run, _ = smoke_run
+    before = (run / "results.csv").read_text()
+    result = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run)), tmp_path)
+    summary = result["summary"]
+    assert [r["model"] for r in summary["rows"]] == ["mobilenetv2-1.0", "InstaNAS-C", "InstaNAS-E"]
+    for r in summary["rows"]:
+        assert r["measured_ms"] > 0 and 0 <= r["test_accuracy_pct"] <= 100
+    matched = [r for r in summary["rows"][1:] if r["accuracy_vs_baseline_pt"] >= -0.5]
+    if matched:
+        best = min(matched, key=lambda r: r["measured_ms"])
+        assert summary["latency_reduction_at_matched_accuracy_pct"] == pytest.approx(best["reduction_vs_baseline_pct"])
+    else:
+        assert summary["latency_reduction_at_matched_accuracy_pct"] is None
+    assert (tmp_path / "tradeoff.json").is_file() and (tmp_path / "tradeoff.md").is_file()
+    assert (run / "results.csv").read_text() == before  # loaded, not trained again
 
 
 def test_tables_are_headed_and_hold_both_sources(smoke_run):

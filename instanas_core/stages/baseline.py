@@ -19,7 +19,10 @@ Written to ``RUN/baselines/<NAME>/``: ``config.json``, ``environment.json``, ``m
 The training loop here (:func:`train_epoch`, :func:`fit`) is shared with the comparators of
 Figure 6 (:mod:`instanas_core.stages.comparators`): a model is trained through a ``step_fn``
 that returns its loss and statistics, so one loop serves a plain classifier, BlockDrop's
-REINFORCE step and ConvNet-AIG's gated step.
+REINFORCE step and ConvNet-AIG's gated step. Under torchrun the step runs as the forward of one
+DistributedDataParallel module (:class:`StepModule`), whatever the step calls inside, so the
+gradients of every trained parameter are averaged over ranks (:mod:`instanas_core.distributed`);
+the test evaluation and latency timing run on rank 0.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ from torch import nn
 
 from ..baselines import BASELINE_NAMES, BASELINES, build_baseline, measure_model_latency
 from ..config import Config, ConfigError, config_to_dict
+from ..distributed import DistContext, distributed_session, on_main, rank_seed, unwrap
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
 from ..results import ResultRow, append_result
 from ..rundir import (
-    MetricsLog,
     RunDirError,
     capture_rng_state,
     epoch_seed,
@@ -51,12 +54,16 @@ from ..rundir import (
 )
 from .common import (
     Meter,
+    NonFiniteError,
     begin_stage,
     build_split,
+    check_finite,
     limited,
     make_loader,
     make_optimizer,
     make_schedule,
+    non_finite_stop,
+    open_metrics,
     progress_bar,
     steps_per_epoch,
     to_device,
@@ -66,6 +73,7 @@ __all__ = [
     "BASELINE_COLUMNS",
     "LoopSettings",
     "StepFn",
+    "StepModule",
     "train_epoch",
     "fit",
     "classify",
@@ -88,13 +96,29 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], dict]
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """How long :func:`fit` trains and how each epoch is seeded (``epoch_seed(seed, stage, e)``)."""
+    """How long :func:`fit` trains and how each epoch is seeded (``epoch_seed(seed, stage, e)``);
+    ``lr_setting`` names the learning-rate setting in the error of a non-finite loss."""
 
     epochs: int
     batch_size: int
     max_steps_per_epoch: int | None = None
     stop_after_epoch: int | None = None
     stage: str = "baseline"
+    lr_setting: str = "the learning rate"
+
+
+class StepModule(nn.Module):
+    """``step_fn`` as the forward of a module that holds ``model``: DistributedDataParallel then
+    sees one forward per step, whatever submodules and methods the step calls (BlockDrop's runs
+    the policy network, then the backbone twice)."""
+
+    def __init__(self, model: nn.Module, step_fn: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
+        return self.step_fn(x, y, generator)
 
 
 # ---- one epoch, the epoch loop -----------------------------------------------------------------
@@ -109,22 +133,27 @@ def train_epoch(
     channels_last: bool = True,
     progress: bool = False,
     desc: str = "train",
+    dist: DistContext | None = None,
 ) -> dict:
     """One epoch: ``step_fn`` per batch, then backward, optimiser and per-step schedule.
-    Returns the per-sample means of every statistic ``step_fn`` reports (``loss``, ``accuracy``,
-    ...). The caller sets the model's train/eval modes."""
+    Returns the per-sample means (over all ranks) of every statistic ``step_fn`` reports
+    (``loss``, ``accuracy``, ...). The caller sets the model's train/eval modes. A non-finite
+    statistic raises :class:`~instanas_core.stages.common.NonFiniteError` before its step."""
     meter = Meter()
     bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for image, label in bar:
+    for step, (image, label) in enumerate(bar):
         x = to_device(image, device, channels_last)
         y = label.to(device, non_blocking=True)
         out = step_fn(x, y, generator)
+        stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+        check_finite(dist, "training", step, **stats)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
         scheduler.step()
-        meter.update(len(y), **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()})
+        meter.update(len(y), **stats)
         bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('accuracy'):.3f}")
+    meter = meter.all_reduced(dist)
     return {k: meter.mean(k) for k in meter.sums}
 
 
@@ -146,14 +175,22 @@ def fit(
     train_mode: Callable[[nn.Module], None] | None = None,
     progress: bool = False,
     desc: str = "train",
+    dist: DistContext | None = None,
+    find_unused_parameters: bool = False,
 ) -> list[dict]:
     """Train ``model`` for ``loop.epochs`` (resuming from ``state``), validating, checkpointing
     (``out/last.pt``) and logging (``out/metrics.csv``) after every epoch, like the InstaNAS
     stages. Each row is ``epoch``, ``lr``, ``train_<statistic>`` for every statistic of
     ``step_fn``, the ``validate_fn`` dict and ``seconds``; ``columns`` must name exactly these.
-    Returns the rows of ``metrics.csv``."""
+    Returns the rows of ``metrics.csv``.
+
+    With ``dist`` (torchrun), the step runs in DistributedDataParallel
+    (``find_unused_parameters`` for models that skip parts of themselves per sample), each rank
+    on its share of the global batch, and rank 0 writes the files. A NaN or infinite training
+    statistic or validation loss stops the run before that epoch's checkpoint is written.
+    """
     exp = cfg.experiment
-    metrics = MetricsLog(out / "metrics.csv", columns)
+    rank = dist.rank if dist is not None else 0
     first = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -161,41 +198,56 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         first = state["epoch"] + 1
-    metrics.truncate(first)
+    metrics = open_metrics(dist, out / "metrics.csv", columns, first)
+    stepper = step_fn
+    if dist is not None and dist.enabled:
+        stepper = dist.wrap(StepModule(model, step_fn), find_unused_parameters)
     for epoch in range(first, loop.epochs):
         t0 = time.time()
         # Re-seed from (seed, epoch): data order, augmentation and sampling replay exactly on resume.
         s = epoch_seed(exp.seed, loop.stage, epoch)
-        seed_everything(s)
-        loader = make_loader(train_set, loop.batch_size, True, s, exp, device, train=True)
-        gen = torch.Generator().manual_seed(s)
+        seed_everything(rank_seed(s, rank))
+        loader = make_loader(train_set, loop.batch_size, True, s, exp, device, train=True, dist=dist)
+        gen = torch.Generator().manual_seed(rank_seed(s, rank))
         lr = optimizer.param_groups[0]["lr"]
         (train_mode or nn.Module.train)(model)
-        tr = train_epoch(
-            step_fn, optimizer, scheduler, loader, device, steps, gen, exp.channels_last, progress,
-            f"{desc} {epoch + 1}/{loop.epochs}",
-        )
-        val = validate_fn(model)
+        try:
+            tr = train_epoch(
+                stepper, optimizer, scheduler, loader, device, steps, gen, exp.channels_last, progress,
+                f"{desc} {epoch + 1}/{loop.epochs}", dist,
+            )
+            if dist is not None:
+                dist.sync_buffers(model)
+            val = validate_fn(model)
+            losses = {k.removeprefix("val_"): v for k, v in val.items() if k.endswith("loss")}
+            check_finite(None, "validation", **losses)
+        except NonFiniteError as exc:
+            hint = f"{loop.lr_setting}, now {optimizer.defaults['lr']:g}"
+            raise non_finite_stop(exc, desc, epoch, loop.epochs, out, hint) from None
         row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **val, "seconds": time.time() - t0}
-        # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
-        save_checkpoint(
-            out / "last.pt",
-            {
-                "epoch": epoch,
-                "epochs": loop.epochs,
-                "config": config_to_dict(cfg),
-                **(checkpoint_extra or {}),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": capture_rng_state(),
-                "metrics": row,
-            },
-        )
-        metrics.append(row)
+
+        def save() -> None:
+            # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
+            save_checkpoint(
+                out / "last.pt",
+                {
+                    "epoch": epoch,
+                    "epochs": loop.epochs,
+                    "config": config_to_dict(cfg),
+                    **(checkpoint_extra or {}),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": capture_rng_state(),
+                    "metrics": row,
+                },
+            )
+            metrics.append(row)
+
+        on_main(dist, save)
         if loop.stop_after_epoch is not None and epoch >= loop.stop_after_epoch and epoch < loop.epochs - 1:
             break
-    return metrics.rows()
+    return on_main(dist, lambda: metrics.rows())
 
 
 # ---- inference ---------------------------------------------------------------------------------
@@ -209,10 +261,13 @@ def classify(
     device: torch.device,
     channels_last: bool = True,
     forward: ForwardFn | None = None,
+    dist: DistContext | None = None,
 ) -> dict[str, torch.Tensor]:
     """Eval-mode predictions over ``loader``: CPU tensors ``label``, ``pred``, ``loss`` (N,) and,
     when ``forward(model, x)`` returns ``(logits, masks)``, ``mask`` (N, ...) -- the executed
-    cells of a gated comparator."""
+    cells of a gated comparator. With ``dist``, ``loader`` is this rank's shard and every rank
+    gets all shards' rows."""
+    model = unwrap(model)
     model.eval()
     out: dict[str, list[torch.Tensor]] = {}
     for image, label in loader:
@@ -225,14 +280,20 @@ def classify(
             rows["mask"] = mask
         for k, v in rows.items():
             out.setdefault(k, []).append(v.detach().cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+    local = {k: torch.cat(v) for k, v in out.items()}
+    return dist.gather_concat(local) if dist is not None else local
 
 
 def evaluate_classifier(
-    model: nn.Module, loader, device: torch.device, channels_last: bool = True, prefix: str = "val"
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    channels_last: bool = True,
+    prefix: str = "val",
+    dist: DistContext | None = None,
 ) -> dict:
     """``{prefix}_loss`` and ``{prefix}_accuracy`` (fraction) of a static network."""
-    res = classify(model, loader, device, channels_last)
+    res = classify(model, loader, device, channels_last, dist=dist)
     return {
         f"{prefix}_loss": float(res["loss"].mean()),
         f"{prefix}_accuracy": float((res["pred"] == res["label"]).float().mean()),
@@ -255,26 +316,32 @@ def train_static_network(
     checkpoint_extra: dict | None = None,
     progress: bool = False,
     desc: str = "baseline",
+    dist: DistContext | None = None,
 ) -> list[dict]:
     """Train a static classifier with the ``baseline`` section's budget on the experiment's
-    training split (cross-entropy), validating on its validation split; returns the metrics rows."""
+    training split (cross-entropy), validating on its validation split; returns the metrics rows.
+    Under torchrun (``dist``) it trains in DistributedDataParallel: a static network uses every
+    parameter in every step, so unused-parameter search is off."""
     exp, bc = cfg.experiment, cfg.baseline
     train_set = build_split(exp, "train", augment=exp.augment)
     val_set = build_split(exp, "val", augment=False)
-    probe = make_loader(train_set, bc.batch_size, True, 0, exp, device, train=True)
+    probe = make_loader(train_set, bc.batch_size, True, 0, exp, device, train=True, dist=dist)
     steps = steps_per_epoch(probe, bc.max_steps_per_epoch)
     optimizer = make_optimizer(model.parameters(), bc.optimizer, bc.lr, bc.weight_decay, bc.momentum, nesterov=True)
     scheduler = make_schedule(optimizer, bc.schedule, bc.epochs, steps)
-    val_loader = make_loader(val_set, max(bc.batch_size, 64), False, 0, exp, device, train=False)
+    val_loader = make_loader(val_set, max(bc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
 
     def step(x: torch.Tensor, y: torch.Tensor, _gen: torch.Generator) -> dict:
         logits = model(x)  # (B, classes)
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean().detach()}
 
-    loop = LoopSettings(bc.epochs, bc.batch_size, bc.max_steps_per_epoch, bc.stop_after_epoch, "baseline")
+    loop = LoopSettings(
+        bc.epochs, bc.batch_size, bc.max_steps_per_epoch, bc.stop_after_epoch, "baseline", "baseline.lr"
+    )
     return fit(
-        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.channels_last), optimizer, scheduler,
-        train_set, cfg, device, out, BASELINE_COLUMNS, loop, steps, state, checkpoint_extra, None, progress, desc,
+        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.channels_last, dist=dist), optimizer,
+        scheduler, train_set, cfg, device, out, BASELINE_COLUMNS, loop, steps, state, checkpoint_extra, None, progress,
+        desc, dist,
     )
 
 
@@ -342,65 +409,70 @@ def run_baseline(
     check_baseline_name(model_name)
     exp, bc = cfg.experiment, cfg.baseline
     folder = f"baselines/{model_name}"
-    start = begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder)
-    out, device = start.out, start.device
-    previous = finished_summary(out) if start.resume_state is not None else None
-    if previous is not None:
-        return previous
-    spec = BASELINES[model_name]
-    with thread_limit(exp.threads):
-        t_start = time.time()
-        torch.manual_seed(exp.seed)
-        model = build_baseline(model_name, exp.info.resolution, exp.info.num_classes)
-        if exp.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model = model.to(device)
-        rows = train_static_network(
-            cfg, model, out, device, start.resume_state, {"stage": "baseline", "model_name": model_name},
-            progress, model_name,
-        )
-        last = rows[-1] if rows else {}
-        summary = {
-            "stage": "baseline",
-            "model": model_name,
-            "family": spec.family,
-            "width": spec.size,
-            "width_note": (
-                f"{model_name} keeps its own named {'depth' if spec.family == 'resnet' else 'width'} ({spec.size:g}); "
-                f"this run's InstaNAS meta-graph "
-                f"is at width_mult {exp.width_mult:g}"
-                + (f" with the 24-channel stage at stride {exp.stage24_stride}" if exp.stage24_stride else "")
-                + "."
-            ),
-            "dataset": exp.dataset,
-            "optimizer": bc.optimizer,
-            "lr": bc.lr,
-            "epochs_done": len(rows),
-            "epochs": bc.epochs,
-            "finished": len(rows) >= bc.epochs,
-            "val_accuracy": float(last.get("val_accuracy") or "nan"),
-        }
-        if summary["finished"]:
-            final = finish_static_network(cfg, model, device)
-            row = static_result_row(
-                cfg, model_name, run_dir, device, final,
-                {"stage": "baseline", "folder": folder, "family": spec.family, "width": spec.size,
-                 "latency_std": "over timing blocks", "epochs": bc.epochs, "test_n": final["test_n"]},
+    with distributed_session(exp.device) as dist:
+        start = begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder, dist=dist)
+        out, device = start.out, start.device
+        previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
+        if previous is not None:
+            return previous
+        spec = BASELINES[model_name]
+        with thread_limit(exp.threads):
+            t_start = time.time()
+            torch.manual_seed(exp.seed)
+            model = build_baseline(model_name, exp.info.resolution, exp.info.num_classes)
+            if exp.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            model = model.to(device)
+            extra = {"stage": "baseline", "model_name": model_name, "space_hash": exp.space().space_hash()}
+            rows = train_static_network(
+                cfg, model, out, device, start.resume_state, extra, progress and dist.is_main, model_name, dist
             )
-            append_result(run_dir, row)
-            summary.update(
-                {
-                    "split": "test",
-                    **final,
-                    "accuracy_pct": row.accuracy,
-                    "latency_kind": "measured",
-                    "latency_std_over": "timing blocks (one static network)",
-                    "result_appended": True,
+
+            def finish() -> dict:
+                last = rows[-1] if rows else {}
+                summary = {
+                    "stage": "baseline",
+                    "model": model_name,
+                    "family": spec.family,
+                    "width": spec.size,
+                    "width_note": (
+                        f"{model_name} keeps its own named {'depth' if spec.family == 'resnet' else 'width'} "
+                        f"({spec.size:g}); this run's InstaNAS meta-graph is at width_mult {exp.width_mult:g}"
+                        + (f" with the 24-channel stage at stride {exp.stage24_stride}" if exp.stage24_stride else "")
+                        + "."
+                    ),
+                    "dataset": exp.dataset,
+                    "optimizer": bc.optimizer,
+                    "lr": bc.lr,
+                    "epochs_done": len(rows),
+                    "epochs": bc.epochs,
+                    "finished": len(rows) >= bc.epochs,
+                    "val_accuracy": float(last.get("val_accuracy") or "nan"),
                 }
-            )
-        summary["seconds_this_call"] = time.time() - t_start
-    save_json(out / "summary.json", summary)
-    return summary
+                if summary["finished"]:
+                    final = finish_static_network(cfg, model, device)
+                    row = static_result_row(
+                        cfg, model_name, run_dir, device, final,
+                        {"stage": "baseline", "folder": folder, "family": spec.family, "width": spec.size,
+                         "latency_std": "over timing blocks", "epochs": bc.epochs, "test_n": final["test_n"]},
+                    )
+                    append_result(run_dir, row)
+                    summary.update(
+                        {
+                            "split": "test",
+                            **final,
+                            "accuracy_pct": row.accuracy,
+                            "latency_kind": "measured",
+                            "latency_std_over": "timing blocks (one static network)",
+                            "result_appended": True,
+                        }
+                    )
+                summary["seconds_this_call"] = time.time() - t_start
+                save_json(out / "summary.json", summary)
+                return summary
+
+            # Test evaluation, latency timing and the results row: rank 0 alone.
+            return on_main(dist, finish)
 
 
 def finished_summary(out: Path) -> dict | None:

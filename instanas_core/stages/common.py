@@ -1,14 +1,17 @@
 """What the stages share: device and data set-up, models, optimisers and learning-rate schedules,
-the latency table of a run, inference over a loader, and the stage preamble (run folder,
-config, environment, resume state).
+the latency table of a run, inference over a loader, the stage preamble (run folder, config,
+environment, resume state), and the crash-safety checks (non-finite losses and rewards, the
+latency table and search space a checkpoint was made with).
 
 Every function takes what it uses as arguments (torchvision's reference-script style), so a
-notebook can call the pieces on their own.
+notebook can call the pieces on their own. Functions with a ``dist`` argument also run under
+torchrun (:mod:`instanas_core.distributed`); left at None they are single-process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,10 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..config import Config, ConfigError, ExperimentConfig, config_from_dict, config_to_dict, stage_profile_config
 from ..controller import Controller, build_controller
 from ..data import DatasetError, build_dataset, build_loader
+from ..data.loader import seed_worker
+from ..distributed import DistContext, contiguous_shard, on_main, per_rank_batch, rank_seed, single_process, unwrap
 from ..latency import (
     LatencyTable,
     LatencyTableError,
@@ -34,6 +40,7 @@ from ..latency import (
 from ..meta_graph import MetaGraph, build_meta_graph
 from ..policy import greedy_policy
 from ..rundir import (
+    MetricsLog,
     RunDirError,
     load_checkpoint,
     load_json,
@@ -55,6 +62,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "Meter",
+    "open_metrics",
     "progress_bar",
     "ensure_latency_table",
     "infer",
@@ -62,6 +70,12 @@ __all__ = [
     "begin_stage",
     "StageStart",
     "policy_bits",
+    "NonFiniteError",
+    "check_finite",
+    "non_finite_stop",
+    "latency_table_hash",
+    "check_latency_table_hash",
+    "check_space_hash",
 ]
 
 
@@ -107,11 +121,47 @@ def build_split(
         raise ConfigError(str(exc)) from None
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, exp: ExperimentConfig, device, train: bool):
+def make_loader(
+    dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    exp: ExperimentConfig,
+    device,
+    train: bool,
+    dist: DistContext | None = None,
+):
     """A seeded loader; training loaders drop the last partial batch (BatchNorm on a handful of
-    samples is noise) unless the data set is smaller than one batch."""
+    samples is noise) unless the data set is smaller than one batch.
+
+    ``batch_size`` is global. Under torchrun (``dist`` with several ranks) a training loader
+    gives this rank ``batch_size / world_size`` samples per step from a DistributedSampler shard
+    of the permutation that ``seed`` fixes, with the same number of steps on every rank; an
+    evaluation loader (``train=False``) reads this rank's contiguous shard in order, for
+    :func:`infer` to gather.
+    """
     drop_last = train and len(dataset) >= batch_size
-    return build_loader(dataset, batch_size, shuffle, seed, exp.num_workers, device, drop_last)
+    if dist is None or not dist.enabled:
+        return build_loader(dataset, batch_size, shuffle, seed, exp.num_workers, device, drop_last)
+    if not train:
+        shard = Subset(dataset, contiguous_shard(len(dataset), dist.rank, dist.world_size))
+        return build_loader(shard, batch_size, False, seed, exp.num_workers, device, False)
+    # The sampler's seed is the epoch's: the same permutation on every rank, each taking its share
+    # (the sampler is rebuilt every epoch, which stands in for DistributedSampler.set_epoch).
+    sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    # Worker seeds (augmentation with num_workers > 0) differ per rank.
+    generator = torch.Generator().manual_seed(rank_seed(seed, dist.rank))
+    return DataLoader(
+        dataset,
+        batch_size=per_rank_batch(batch_size, dist.world_size),
+        sampler=sampler,
+        num_workers=exp.num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+        drop_last=drop_last,
+        generator=generator,
+        worker_init_fn=seed_worker,
+        persistent_workers=False,
+    )
 
 
 def steps_per_epoch(loader, max_steps: int | None) -> int:
@@ -201,6 +251,30 @@ class Meter:
     def mean(self, name: str) -> float:
         return self.sums.get(name, float("nan")) / self.count if self.count else float("nan")
 
+    def all_reduced(self, dist: DistContext | None) -> "Meter":
+        """The meter of all ranks together (sums and counts added), identical on every rank;
+        ``self`` in one process."""
+        if dist is None or not dist.enabled:
+            return self
+        keys = sorted(self.sums)
+        totals = dist.all_reduce([self.sums[k] for k in keys] + [float(self.count)])
+        merged = Meter()
+        merged.sums = dict(zip(keys, totals[:-1]))
+        merged.count = int(round(totals[-1]))
+        return merged
+
+
+def open_metrics(dist: DistContext | None, path: Path, columns: tuple[str, ...], first_epoch: int) -> MetricsLog | None:
+    """``metrics.csv`` with the rows of epochs before ``first_epoch`` (a resumed stage redoes the
+    others); opened by rank 0 only (None on the other ranks)."""
+
+    def open_log() -> MetricsLog:
+        log = MetricsLog(path, columns)
+        log.truncate(first_epoch)
+        return log
+
+    return on_main(dist, open_log, share=False)
+
 
 def progress_bar(iterable, total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
@@ -215,13 +289,88 @@ def limited(loader, steps: int) -> Iterator:
         yield batch
 
 
+# ---- crash safety: non-finite values, the table and space of a checkpoint ---------------------
+class NonFiniteError(RunDirError):
+    """A loss or reward became NaN or infinite. Raised before anything of the epoch is saved, so
+    the stage's ``last.pt`` stays the last good checkpoint."""
+
+
+def check_finite(dist: DistContext | None, what: str, step: int | None = None, **values: float) -> None:
+    """Raise :class:`NonFiniteError` when one of ``values`` (plain floats) is NaN or infinite.
+
+    With several ranks the verdict is all-reduced first, so every rank raises together (a rank
+    that raised alone would leave the others waiting in their next collective). ``step`` is
+    0-based and reported 1-based.
+    """
+    names = list(values)
+    bad = [0.0 if math.isfinite(float(v)) else 1.0 for v in values.values()]
+    if dist is not None and dist.enabled:
+        bad = dist.all_reduce(bad, op="max")
+    if any(bad):
+        hit = [n.replace("_", " ") for n, b in zip(names, bad) if b]
+        which = hit[0] if len(hit) == 1 else ", ".join(hit[:-1]) + " and " + hit[-1]
+        at = f" at step {step + 1}" if step is not None else ""
+        raise NonFiniteError(f"the {what} {which} became NaN or infinite{at}")
+
+
+def non_finite_stop(
+    exc: NonFiniteError, stage: str, epoch: int, epochs: int, out: Path, lr_hint: str
+) -> NonFiniteError:
+    """The one-paragraph error of a stage stopped by :func:`check_finite` in ``epoch``: what
+    happened, where, which checkpoint is intact, and what to try (``lr_hint`` names the stage's
+    learning-rate settings and values)."""
+    kept = (
+        f"{out / 'last.pt'} still holds epoch {epoch - 1}, the last good checkpoint"
+        if epoch > 0 and (out / "last.pt").is_file()
+        else "no checkpoint of this stage had been written yet"
+    )
+    return NonFiniteError(
+        f"{stage} stopped in epoch {epoch} (numbered 0 to {epochs - 1}, as in metrics.csv): {exc}. Nothing of "
+        f"this epoch was saved and metrics.csv has no row for it; {kept}. Try a lower learning rate ({lr_hint}) "
+        "and start the stage again with --overwrite, or continue from the last good checkpoint with --resume "
+        "(it replays the same steps, so that helps only when the cause was transient, such as faulty hardware)."
+    )
+
+
+def latency_table_hash(path: str | Path) -> str:
+    """SHA-256 of a latency table file (``RUN/profile/lut.json``): what a checkpoint was made with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_latency_table_hash(ckpt: dict, lut_path: str | Path, what: str) -> None:
+    """Refuse a checkpoint (described by ``what``) made with another latency table than
+    ``lut_path`` holds now. Checkpoints older than the ``lut_hash`` entry are accepted."""
+    made_with = ckpt.get("lut_hash")
+    if made_with is None or made_with == latency_table_hash(lut_path):
+        return
+    raise RunDirError(
+        f"{what} was made with another latency table than {lut_path} holds now (SHA-256 {made_with[:12]}... then, "
+        f"{latency_table_hash(lut_path)[:12]}... now): its rewards, policies and latencies belong to the old table. "
+        "Put the old lut.json back, or run the stage again from scratch with --overwrite (and the stages after it)."
+    )
+
+
+def check_space_hash(ckpt: dict, space_hash: str, what: str) -> None:
+    """Refuse a checkpoint (described by ``what``) made for another search space."""
+    made_for = ckpt.get("space_hash")
+    if made_for is not None and made_for != space_hash:
+        raise RunDirError(
+            f"{what} was made for another search space (hash {made_for}) than this configuration's ({space_hash}): "
+            "resolution, width, stride or classes differ. Use the preset and --set values it was made with, or "
+            "--overwrite to start the stage again."
+        )
+
+
 # ---- latency table -----------------------------------------------------------------------------
 def ensure_latency_table(
-    cfg: Config, run_dir: str | Path, device: torch.device, progress: bool = True
+    cfg: Config, run_dir: str | Path, device: torch.device, progress: bool = True, dist: DistContext | None = None
 ) -> tuple[LatencyTable, Path]:
     """``RUN/profile/lut.json`` if present (checked against this run's space and device), else
     profile one with the preset's profile settings (and calibrate it on ``children`` sampled
-    children when asked) and write it there."""
+    children when asked) and write it there. Under torchrun rank 0 alone profiles (timings of
+    ranks that share a machine would disturb each other) and the others receive its table."""
+    if dist is not None and dist.enabled:
+        return on_main(dist, lambda: ensure_latency_table(cfg, run_dir, device, progress and dist.is_main))
     path = stage_dir(run_dir, "profile") / "lut.json"
     space = cfg.experiment.space()
     if path.is_file():
@@ -265,16 +414,19 @@ def infer(
     channels_last: bool = True,
     max_steps: int | None = None,
     keep_probs: bool = False,
+    dist: DistContext | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the (controller and) meta-graph in eval mode over ``loader``.
 
     With a controller, each sample gets its greedy policy (p > 0.5, the deployed rule); else
     every sample gets ``fixed_policy`` (T, K). Returns CPU tensors: ``label``, ``pred``,
     ``loss`` (N,), ``policy`` (N, T, K) bool, ``probs`` (N, T, K) when ``keep_probs``, and any
-    extra ``fields`` of the batch (``index``, ``difficulty``).
+    extra ``fields`` of the batch (``index``, ``difficulty``). With ``dist``, ``loader`` is this
+    rank's shard (:func:`make_loader` with ``train=False``) and every rank gets all shards' rows.
     """
     if (controller is None) == (fixed_policy is None):
         raise ValueError("give either a controller or a fixed policy.")
+    graph, controller = unwrap(graph), unwrap(controller) if controller is not None else None
     graph.eval()
     if controller is not None:
         controller.eval()
@@ -305,7 +457,8 @@ def infer(
                 rows[extra] = b[extra]
         for k, v in rows.items():
             out.setdefault(k, []).append(v.detach().cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+    local = {k: torch.cat(v) for k, v in out.items()}
+    return dist.gather_concat(local) if dist is not None else local
 
 
 def measure_routed_latency(
@@ -341,6 +494,7 @@ class StageStart:
     out: Path
     device: torch.device
     resume_state: dict | None  # the checkpoint to continue from, or None
+    dist: DistContext = dataclasses.field(default_factory=DistContext)
 
 
 def begin_stage(
@@ -351,22 +505,44 @@ def begin_stage(
     overwrite: bool,
     out_name: str | None = None,
     sections: tuple[str, ...] = (),
+    dist: DistContext | None = None,
 ) -> StageStart:
-    """Create ``RUN/<stage>``, check a resumed stage's saved config against ``cfg``, write the
-    config and environment, and return the checkpoint to resume from (if any)."""
+    """Create ``RUN/<stage>``, check a resumed stage's saved config and search space against
+    ``cfg``, write the config and environment, and return the checkpoint to resume from (if any).
+
+    Under torchrun (``dist``) rank 0 does the checking and writing while the others wait; then
+    every rank loads the checkpoint.
+    """
     name = out_name or stage
-    out = prepare_stage_dir(run_dir, name, resume, overwrite)
-    device = resolve_device(cfg.experiment.device)
-    saved = out / "config.json"
-    state = None
-    if resume and (out / "last.pt").is_file():
-        if saved.is_file():
-            _check_same(config_from_dict(load_json(saved)), cfg, ("experiment", stage) + sections, name)
-        state = load_checkpoint(out / "last.pt", map_location="cpu")
-    _check_experiment_consistent(cfg, Path(run_dir), name)
-    save_json(saved, config_to_dict(cfg))
-    save_environment(out, str(device), cfg.experiment.seed, {"stage": stage, "preset": cfg.preset})
-    return StageStart(out, device, state)
+    if dist is None:
+        dist = single_process(resolve_device(cfg.experiment.device))
+    space_hash = cfg.experiment.space().space_hash()
+
+    def prepare() -> tuple[Path, dict | None]:
+        out = prepare_stage_dir(run_dir, name, resume, overwrite)
+        saved = out / "config.json"
+        state = None
+        if resume and (out / "last.pt").is_file():
+            if saved.is_file():
+                _check_same(config_from_dict(load_json(saved)), cfg, ("experiment", stage) + sections, name)
+            state = load_checkpoint(out / "last.pt", map_location="cpu")
+            check_space_hash(state, space_hash, f"cannot resume {name}: {out / 'last.pt'}")
+        _check_experiment_consistent(cfg, Path(run_dir), name)
+        save_json(saved, config_to_dict(cfg))
+        save_environment(
+            out, str(dist.device), cfg.experiment.seed,
+            {"stage": stage, "preset": cfg.preset, "world_size": dist.world_size},
+        )
+        return out, state
+
+    prepared = on_main(dist, prepare, share=False)
+    if dist.is_main:
+        out, state = prepared
+    else:
+        out = stage_dir(run_dir, name)
+        last = out / "last.pt"
+        state = load_checkpoint(last, map_location="cpu") if resume and last.is_file() else None
+    return StageStart(out, dist.device, state, dist)
 
 
 # Settings that may differ between an interrupted run and its resumption.

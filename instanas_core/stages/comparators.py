@@ -27,12 +27,18 @@ Everything is written to ``RUN/comparators/<name>/`` with the run-folder layout 
 (``config.json``, ``environment.json``, ``metrics.csv``, ``last.pt``, ``summary.json``;
 OneshotNAS adds ``samples.csv``, ``samples.npz``, ``frontier.csv`` and one ``retrain-NNNNN/``
 folder per re-trained point), and every finished model appends a row to ``RUN/results.csv``.
+
+Under torchrun (:mod:`instanas_core.distributed`) the gated comparators and the re-trained
+OneshotNAS points train in DistributedDataParallel through the baseline trainer; the one-shot
+scoring is split over ranks (sample ``i`` on rank ``i mod N``) and gathered; test evaluation,
+latency timing and the files are rank 0's.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 from typing import Callable
@@ -54,6 +60,7 @@ from ..baselines import (
 )
 from ..baselines.gated import GatedMobileNetV2
 from ..config import Config, ConfigError, config_from_dict
+from ..distributed import DistContext, distributed_session, on_main
 from ..flops import count_macs, count_params
 from ..latency import thread_limit
 from ..meta_graph import MetaGraph
@@ -226,65 +233,77 @@ def _run_gated(cfg: Config, run_dir, method: str, progress: bool, resume: bool, 
     exp, cc = cfg.experiment, cfg.comparator
     _pretrain_checkpoint(run_dir, f"the {method} comparator")  # before any folder is written
     folder = f"comparators/{method}"
-    start = begin_stage(cfg, run_dir, "comparator", resume, overwrite, out_name=folder)
-    out, device = start.out, start.device
-    previous = finished_summary(out) if start.resume_state is not None else None
-    if previous is not None:
-        return previous
-    with thread_limit(exp.threads):
-        t_start = time.time()
-        graph, pre = load_pretrained_meta_graph(cfg, run_dir, device)
-        torch.manual_seed(exp.seed)
-        model = BlockDropNet(graph.space) if method == "blockdrop" else ConvNetAIG(graph.space, tau=cc.aig_tau)
-        model.load_from_meta_graph(graph)
-        del graph
-        if exp.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model = model.to(device)
-        recipe = (_blockdrop_recipe if method == "blockdrop" else _convnet_aig_recipe)(model, cfg)
+    with distributed_session(exp.device) as dist:
+        start = begin_stage(cfg, run_dir, "comparator", resume, overwrite, out_name=folder, dist=dist)
+        out, device = start.out, start.device
+        previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
+        if previous is not None:
+            return previous
+        progress = progress and dist.is_main
+        with thread_limit(exp.threads):
+            t_start = time.time()
+            graph, pre = load_pretrained_meta_graph(cfg, run_dir, device)
+            torch.manual_seed(exp.seed)
+            model = BlockDropNet(graph.space) if method == "blockdrop" else ConvNetAIG(graph.space, tau=cc.aig_tau)
+            model.load_from_meta_graph(graph)
+            space_hash = graph.space.space_hash()
+            del graph
+            if exp.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            model = model.to(device)
+            recipe = (_blockdrop_recipe if method == "blockdrop" else _convnet_aig_recipe)(model, cfg)
 
-        train_set = build_split(exp, "train", augment=exp.augment)
-        val_set = build_split(exp, "val", augment=False)
-        probe = make_loader(train_set, cc.batch_size, True, 0, exp, device, train=True)
-        steps = steps_per_epoch(probe, cc.max_steps_per_epoch)
-        scheduler = make_schedule(recipe.optimizer, cc.schedule, cc.epochs, steps)
-        val_loader = make_loader(val_set, max(cc.batch_size, 64), False, 0, exp, device, train=False)
+            train_set = build_split(exp, "train", augment=exp.augment)
+            val_set = build_split(exp, "val", augment=False)
+            probe = make_loader(train_set, cc.batch_size, True, 0, exp, device, train=True, dist=dist)
+            steps = steps_per_epoch(probe, cc.max_steps_per_epoch)
+            scheduler = make_schedule(recipe.optimizer, cc.schedule, cc.epochs, steps)
+            val_loader = make_loader(val_set, max(cc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
 
-        def validate(m: nn.Module) -> dict:
-            res = classify(m, val_loader, device, exp.channels_last, recipe.forward)
-            return {
-                "val_loss": float(res["loss"].mean()),
-                "val_accuracy": float((res["pred"] == res["label"]).float().mean()),
-                "val_usage": _usage(model, res["mask"]),
-            }
+            def validate(m: nn.Module) -> dict:
+                res = classify(m, val_loader, device, exp.channels_last, recipe.forward, dist)
+                return {
+                    "val_loss": float(res["loss"].mean()),
+                    "val_accuracy": float((res["pred"] == res["label"]).float().mean()),
+                    "val_usage": _usage(model, res["mask"]),
+                }
 
-        loop = LoopSettings(cc.epochs, cc.batch_size, cc.max_steps_per_epoch, cc.stop_after_epoch, "comparator")
-        rows = fit(
-            model, recipe.step, validate, recipe.optimizer, scheduler, train_set, cfg, device, out, recipe.columns,
-            loop, steps, start.resume_state, {"stage": "comparator", "method": method}, recipe.train_mode, progress,
-            method,
-        )
-        last = rows[-1] if rows else {}
-        summary = {
-            "stage": "comparator",
-            "method": method,
-            "name": RESULT_NAMES[method],
-            "dataset": exp.dataset,
-            "space": "the MobileNetV2 path (every cell ir_k3_e6) of this run's search space, "
-            f"width_mult {exp.width_mult:g}; {model.num_skippable} of {model.num_cells} cells skippable",
-            "initialised_from": f"RUN/pretrain/last.pt (epoch {pre['pretrain_epoch'] + 1}/{pre['pretrain_epochs']})",
-            "settings": recipe.settings,
-            "epochs_done": len(rows),
-            "epochs": cc.epochs,
-            "finished": len(rows) >= cc.epochs,
-            "val_accuracy": float(last.get("val_accuracy") or "nan"),
-            "val_usage": float(last.get("val_usage") or "nan"),
-        }
-        if summary["finished"]:
-            summary.update(_finish_gated(cfg, run_dir, method, model, recipe, device, folder))
-        summary["seconds_this_call"] = time.time() - t_start
-    save_json(out / "summary.json", summary)
-    return summary
+            lr_setting = "comparator.blockdrop_lr" if method == "blockdrop" else "comparator.aig_lr"
+            loop = LoopSettings(
+                cc.epochs, cc.batch_size, cc.max_steps_per_epoch, cc.stop_after_epoch, "comparator", lr_setting
+            )
+            # Gated cells are skipped per sample: ranks use different parameters in a step.
+            rows = fit(
+                model, recipe.step, validate, recipe.optimizer, scheduler, train_set, cfg, device, out, recipe.columns,
+                loop, steps, start.resume_state, {"stage": "comparator", "method": method, "space_hash": space_hash},
+                recipe.train_mode, progress, method, dist, find_unused_parameters=True,
+            )
+
+            def finish() -> dict:
+                last = rows[-1] if rows else {}
+                summary = {
+                    "stage": "comparator",
+                    "method": method,
+                    "name": RESULT_NAMES[method],
+                    "dataset": exp.dataset,
+                    "space": "the MobileNetV2 path (every cell ir_k3_e6) of this run's search space, "
+                    f"width_mult {exp.width_mult:g}; {model.num_skippable} of {model.num_cells} cells skippable",
+                    "initialised_from": f"RUN/pretrain/last.pt (epoch {pre['pretrain_epoch'] + 1}/{pre['pretrain_epochs']})",
+                    "settings": recipe.settings,
+                    "epochs_done": len(rows),
+                    "epochs": cc.epochs,
+                    "finished": len(rows) >= cc.epochs,
+                    "val_accuracy": float(last.get("val_accuracy") or "nan"),
+                    "val_usage": float(last.get("val_usage") or "nan"),
+                }
+                if summary["finished"]:
+                    summary.update(_finish_gated(cfg, run_dir, method, model, recipe, device, folder))
+                summary["seconds_this_call"] = time.time() - t_start
+                save_json(out / "summary.json", summary)
+                return summary
+
+            # Test evaluation, latency timing and the results row: rank 0 alone.
+            return on_main(dist, finish)
 
 
 def _finish_gated(cfg: Config, run_dir, method: str, model, recipe: _GatedRecipe, device, folder: str) -> dict:
@@ -430,48 +449,74 @@ def _check_samples_reusable(cfg: Config, out: Path) -> None:
         )
 
 
-def _retrain_point(cfg: Config, run_dir, record: OneshotRecord, resume: bool, progress: bool) -> dict:
+def _retrain_point(
+    cfg: Config, run_dir, record: OneshotRecord, resume: bool, progress: bool, dist: DistContext | None = None
+) -> dict:
     """Train one frontier architecture from scratch with the baseline trainer; append its row."""
     exp = cfg.experiment
     folder = f"comparators/oneshot/retrain-{record.index:05d}"
-    start = begin_stage(cfg, run_dir, "comparator", resume, False, out_name=folder, sections=("baseline",))
+    start = begin_stage(cfg, run_dir, "comparator", resume, False, out_name=folder, sections=("baseline",), dist=dist)
     out, device = start.out, start.device
-    previous = finished_summary(out) if start.resume_state is not None else None
+    previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
     if previous is not None:
         return previous
     fresh, _ = build_models(exp, device, seed=exp.seed)  # the re-train stage's fresh initialisation
     child = fresh.extract_child(record.policy).train()
+    space_hash = fresh.space.space_hash()
     del fresh
     bits = policy_bits(record.policy.unsqueeze(0))[0]
     rows = train_static_network(
-        cfg, child, out, device, start.resume_state, {"stage": "oneshot-retrain", "sample_index": record.index},
-        progress, f"oneshot #{record.index}",
+        cfg, child, out, device, start.resume_state,
+        {"stage": "oneshot-retrain", "sample_index": record.index, "space_hash": space_hash},
+        progress, f"oneshot #{record.index}", dist,
     )
-    name = f"{RESULT_NAMES['oneshot']}-{record.index}"
-    summary = {
-        "name": name,
-        "sample_index": record.index,
-        "shared_weight_accuracy_pct": record.accuracy,
-        "table_latency_ms": record.latency_ms,
-        "policy": bits,
-        "epochs_done": len(rows),
-        "epochs": cfg.baseline.epochs,
-        "finished": len(rows) >= cfg.baseline.epochs,
-        "val_accuracy": float((rows[-1] if rows else {}).get("val_accuracy") or "nan"),
-        "folder": folder,
-    }
-    if summary["finished"]:
-        final = finish_static_network(cfg, child, device)
-        row = static_result_row(
-            cfg, name, run_dir, device, final,
-            {"stage": "comparator", "method": "oneshot", "figure": "6", "folder": folder, "sample_index": record.index,
-             "shared_weight_accuracy_pct": record.accuracy, "table_latency_ms": record.latency_ms, "policy": bits,
-             "latency_std": "over timing blocks", "test_n": final["test_n"]},
-        )
-        append_result(run_dir, row)
-        summary.update({**final, "accuracy_pct": row.accuracy, "latency_kind": "measured", "result_appended": True})
-    save_json(out / "summary.json", summary)
-    return summary
+
+    def finish() -> dict:
+        name = f"{RESULT_NAMES['oneshot']}-{record.index}"
+        summary = {
+            "name": name,
+            "sample_index": record.index,
+            "shared_weight_accuracy_pct": record.accuracy,
+            "table_latency_ms": record.latency_ms,
+            "policy": bits,
+            "epochs_done": len(rows),
+            "epochs": cfg.baseline.epochs,
+            "finished": len(rows) >= cfg.baseline.epochs,
+            "val_accuracy": float((rows[-1] if rows else {}).get("val_accuracy") or "nan"),
+            "folder": folder,
+        }
+        if summary["finished"]:
+            final = finish_static_network(cfg, child, device)
+            row = static_result_row(
+                cfg, name, run_dir, device, final,
+                {"stage": "comparator", "method": "oneshot", "figure": "6", "folder": folder,
+                 "sample_index": record.index, "shared_weight_accuracy_pct": record.accuracy,
+                 "table_latency_ms": record.latency_ms, "policy": bits, "latency_std": "over timing blocks",
+                 "test_n": final["test_n"]},
+            )
+            append_result(run_dir, row)
+            summary.update({**final, "accuracy_pct": row.accuracy, "latency_kind": "measured", "result_appended": True})
+        save_json(out / "summary.json", summary)
+        return summary
+
+    return on_main(dist, finish)
+
+
+def _score_samples(graph, eval_fn, table, n: int, seed: int, progress: bool, dist: DistContext) -> list[OneshotRecord]:
+    """:func:`oneshot_search`, its shared-weight evaluations split over ranks: rank ``r`` scores
+    samples ``i`` with ``i mod N == r`` (the same sampled policies on every rank, seeded), and the
+    scores are gathered, so every rank returns what one process would."""
+    if not dist.enabled:
+        return oneshot_search(graph, eval_fn, table, n, seed, progress)
+    calls = itertools.count()
+
+    def this_rank_only(policy_row: torch.Tensor) -> float:
+        i = next(calls)
+        return float(eval_fn(policy_row)) if i % dist.world_size == dist.rank else float("nan")
+
+    records = oneshot_search(graph, this_rank_only, table, n, seed, progress)
+    scores = dist.all_gather([r.accuracy for r in records])
+    return [dataclasses.replace(r, accuracy=scores[r.index % dist.world_size][r.index]) for r in records]
 
 
 def run_oneshot(
@@ -485,49 +530,59 @@ def run_oneshot(
     exp, cc, ec = cfg.experiment, cfg.comparator, cfg.evaluate
     _pretrain_checkpoint(run_dir, "the oneshot comparator")
     folder = "comparators/oneshot"
-    if resume and not overwrite:
-        _check_samples_reusable(cfg, stage_dir(run_dir, folder))
-    start = begin_stage(cfg, run_dir, "comparator", resume, overwrite, out_name=folder, sections=("baseline",))
-    out, device = start.out, start.device
-    with thread_limit(exp.threads):
-        t_start = time.time()
-        table, _ = ensure_latency_table(cfg, run_dir, device, progress)
-        # A one-shot architecture runs without a controller: its table latency leaves it out.
-        child_table = dataclasses.replace(table, controller_ms=0.0)
-        records = _load_samples(out, cc.oneshot_samples) if resume else None
-        reused = records is not None
-        pre: dict = {}
-        if records is None:
-            graph, pre = load_pretrained_meta_graph(cfg, run_dir, device)
-            val_set = build_split(exp, "val", augment=False)
-            loader = make_loader(val_set, ec.batch_size, False, 0, exp, device, train=False)
-            eval_fn = shared_weight_eval_fn(graph, loader, device, cc.oneshot_eval_batches, cc.oneshot_bn)
-            records = oneshot_search(graph, eval_fn, child_table, cc.oneshot_samples, exp.seed, progress)
-            del graph
-        front = pareto_front(records)
-        if not reused:
-            _write_samples(out, records, front)
-        search_seconds = time.time() - t_start
-        picks = spread_picks(front, cc.oneshot_retrain_top)
-        retrained = [_retrain_point(cfg, run_dir, r, resume, progress) for r in picks]
-    summary = {
-        "stage": "comparator",
-        "method": "oneshot",
-        "name": RESULT_NAMES["oneshot"],
-        "dataset": exp.dataset,
-        "samples": len(records),
-        "shared_weight_bn": cc.oneshot_bn,
-        "shared_weight_split": "val",
-        "table_latency": "latency table estimate without the controller (ms)",
-        "frontier": [{"index": r.index, "accuracy_pct": r.accuracy, "table_latency_ms": r.latency_ms} for r in front],
-        "retrained": retrained,
-        "finished": all(r.get("finished") for r in retrained),
-        "search_seconds": search_seconds,
-        "seconds_this_call": time.time() - t_start,
-        **pre,
-    }
-    save_json(out / "summary.json", summary)
-    return summary
+    with distributed_session(exp.device) as dist:
+        if resume and not overwrite:
+            on_main(dist, lambda: _check_samples_reusable(cfg, stage_dir(run_dir, folder)))
+        start = begin_stage(
+            cfg, run_dir, "comparator", resume, overwrite, out_name=folder, sections=("baseline",), dist=dist
+        )
+        out, device = start.out, start.device
+        progress = progress and dist.is_main
+        with thread_limit(exp.threads):
+            t_start = time.time()
+            table, _ = ensure_latency_table(cfg, run_dir, device, progress, dist)
+            # A one-shot architecture runs without a controller: its table latency leaves it out.
+            child_table = dataclasses.replace(table, controller_ms=0.0)
+            records = _load_samples(out, cc.oneshot_samples) if resume else None
+            reused = records is not None
+            pre: dict = {}
+            if records is None:
+                graph, pre = load_pretrained_meta_graph(cfg, run_dir, device)
+                val_set = build_split(exp, "val", augment=False)
+                loader = make_loader(val_set, ec.batch_size, False, 0, exp, device, train=False)
+                eval_fn = shared_weight_eval_fn(graph, loader, device, cc.oneshot_eval_batches, cc.oneshot_bn)
+                records = _score_samples(graph, eval_fn, child_table, cc.oneshot_samples, exp.seed, progress, dist)
+                del graph
+            front = pareto_front(records)
+            if not reused:
+                on_main(dist, lambda: _write_samples(out, records, front))
+            search_seconds = time.time() - t_start
+            picks = spread_picks(front, cc.oneshot_retrain_top)
+            retrained = [_retrain_point(cfg, run_dir, r, resume, progress, dist) for r in picks]
+
+        def finish() -> dict:
+            summary = {
+                "stage": "comparator",
+                "method": "oneshot",
+                "name": RESULT_NAMES["oneshot"],
+                "dataset": exp.dataset,
+                "samples": len(records),
+                "shared_weight_bn": cc.oneshot_bn,
+                "shared_weight_split": "val",
+                "table_latency": "latency table estimate without the controller (ms)",
+                "frontier": [
+                    {"index": r.index, "accuracy_pct": r.accuracy, "table_latency_ms": r.latency_ms} for r in front
+                ],
+                "retrained": retrained,
+                "finished": all(r.get("finished") for r in retrained),
+                "search_seconds": search_seconds,
+                "seconds_this_call": time.time() - t_start,
+                **pre,
+            }
+            save_json(out / "summary.json", summary)
+            return summary
+
+        return on_main(dist, finish)
 
 
 # ---- by name -------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ On the test split it also appends ``InstaNAS-<variant>`` rows to ``RUN/results.c
 (:mod:`instanas_core.results`): one with the table estimate (``latency_kind="estimated"``) and,
 when samples were timed, one with the measured routed latency (``"measured"``); parameters and
 MACs are those of each sample's child network plus the controller, averaged over samples.
+
+Evaluation is not distributed: under torchrun rank 0 evaluates while the other ranks wait
+(:func:`~instanas_core.distributed.on_main`). A checkpoint made with another latency table than
+``RUN/profile/lut.json`` holds now is refused (its ``lut_hash``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..distributed import distributed_session, on_main, single_process
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
 from ..policy import enforce_at_least_one
@@ -40,6 +45,7 @@ from .common import (
     begin_stage,
     build_models,
     build_split,
+    check_latency_table_hash,
     ensure_latency_table,
     infer,
     make_loader,
@@ -70,6 +76,9 @@ def load_trained(cfg: Config, run_dir: str | Path, device: torch.device, source:
         what = f"{source} (variant {ckpt.get('variant', '?')}, epoch {ckpt['epoch']})"
     if ckpt.get("space_hash") != graph.space.space_hash():
         raise RunDirError(f"the checkpoint in {src} belongs to another search space than this run's.")
+    lut = stage_dir(run_dir, "profile") / "lut.json"
+    if lut.is_file():
+        check_latency_table_hash(ckpt, lut, f"the checkpoint of {what}")
     graph.load_state_dict(graph_sd)
     controller.load_state_dict(ckpt["controller"])
     return graph.eval(), controller.eval(), what
@@ -94,10 +103,15 @@ def run_evaluate(
 ) -> dict:
     """Evaluate ``cfg.evaluate.source`` on ``cfg.evaluate.split``; returns the summary. The
     stage is short and is simply redone with ``resume``."""
+    with distributed_session(cfg.experiment.device) as dist:
+        # One process evaluates: rank 0 (its device), the others wait for its summary.
+        return on_main(dist, lambda: _evaluate(cfg, run_dir, overwrite, progress and dist.is_main, dist.device))
+
+
+def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool, device: torch.device) -> dict:
     exp, ec = cfg.experiment, cfg.evaluate
     # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
-    start = begin_stage(cfg, run_dir, "evaluate", resume=True, overwrite=overwrite)
-    device = start.device
+    start = begin_stage(cfg, run_dir, "evaluate", resume=True, overwrite=overwrite, dist=single_process(device))
     with thread_limit(exp.threads):
         table, _ = ensure_latency_table(cfg, run_dir, device, progress)
         graph, controller, what = load_trained(cfg, run_dir, device, ec.source, ec.variant)

@@ -6,7 +6,9 @@ meta-graph's ``subset`` execution). The rate is 0 for the first ``drop_start`` s
 epochs and then rises linearly to ``drop_max`` (50%) at the last epoch; the loss is the task loss
 (cross-entropy) only. Validation uses the all-modules path, like the original code.
 
-``run_pretrain(cfg, run_dir)`` writes ``RUN/pretrain/`` (see :mod:`instanas_core.rundir`).
+``run_pretrain(cfg, run_dir)`` writes ``RUN/pretrain/`` (see :mod:`instanas_core.rundir`). Under
+torchrun the meta-graph trains in DistributedDataParallel, each rank on its share of the global
+batch with its own drop-path draws (:mod:`instanas_core.distributed`).
 """
 
 from __future__ import annotations
@@ -19,20 +21,25 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, PretrainConfig, config_to_dict
+from ..distributed import DistContext, distributed_session, on_main, rank_seed, unwrap
 from ..latency import thread_limit
 from ..meta_graph import MetaGraph
 from ..policy import all_ones_policy, drop_path_policy
-from ..rundir import MetricsLog, capture_rng_state, epoch_seed, restore_rng_state, save_checkpoint, save_json, seed_everything
+from ..rundir import capture_rng_state, epoch_seed, restore_rng_state, save_checkpoint, save_json, seed_everything
 from .common import (
     Meter,
+    NonFiniteError,
     begin_stage,
     build_models,
     build_split,
+    check_finite,
     infer,
     limited,
     make_loader,
     make_optimizer,
     make_schedule,
+    non_finite_stop,
+    open_metrics,
     progress_bar,
     steps_per_epoch,
     to_device,
@@ -68,23 +75,32 @@ def train_one_epoch(
     channels_last: bool = True,
     progress: bool = False,
     desc: str = "pretrain",
+    dist: DistContext | None = None,
 ) -> dict:
-    """One epoch of drop-path training; returns mean loss and accuracy."""
+    """One epoch of drop-path training; returns mean loss and accuracy (over all ranks).
+
+    ``graph`` may be wrapped in DistributedDataParallel. A non-finite loss raises
+    :class:`~instanas_core.stages.common.NonFiniteError` before its step is taken.
+    """
+    net = unwrap(graph)
     graph.train()
     meter = Meter()
     bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for image, label in bar:
+    for step, (image, label) in enumerate(bar):
         x = to_device(image, device, channels_last)
         y = label.to(device, non_blocking=True)
-        policy = drop_path_policy(graph, x.shape[0], drop_rate, generator, device)  # (B, T, K)
+        policy = drop_path_policy(net, x.shape[0], drop_rate, generator, device)  # (B, T, K)
         logits = graph(x, policy)
         loss = F.cross_entropy(logits, y)
+        loss_value = loss.item()
+        check_finite(dist, "training", step, loss=loss_value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        meter.update(len(y), loss=loss.item(), acc=(logits.argmax(1) == y).float().mean().item())
+        meter.update(len(y), loss=loss_value, acc=(logits.argmax(1) == y).float().mean().item())
         bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('acc'):.3f}", drop=f"{drop_rate:.2f}")
+    meter = meter.all_reduced(dist)
     return {"loss": meter.mean("loss"), "accuracy": meter.mean("acc")}
 
 
@@ -93,21 +109,22 @@ def run_pretrain(
 ) -> dict:
     """Run (or resume) the pre-training stage; returns its summary (also ``summary.json``)."""
     exp, pc = cfg.experiment, cfg.pretrain
-    start = begin_stage(cfg, run_dir, "pretrain", resume, overwrite)
-    out, device = start.out, start.device
-    with thread_limit(exp.threads):
-        return _pretrain(cfg, exp, pc, out, device, start.resume_state, progress)
+    with distributed_session(exp.device) as dist:
+        start = begin_stage(cfg, run_dir, "pretrain", resume, overwrite, dist=dist)
+        with thread_limit(exp.threads):
+            return _pretrain(cfg, exp, pc, start.out, start.device, start.resume_state, progress and dist.is_main, dist)
 
 
-def _pretrain(cfg: Config, exp, pc: PretrainConfig, out: Path, device, state, progress: bool) -> dict:
+def _pretrain(
+    cfg: Config, exp, pc: PretrainConfig, out: Path, device, state, progress: bool, dist: DistContext
+) -> dict:
     graph, _ = build_models(exp, device, seed=exp.seed)
     train_set = build_split(exp, "train", augment=exp.augment)
     val_set = build_split(exp, "val", augment=False)
-    probe = make_loader(train_set, pc.batch_size, True, 0, exp, device, train=True)
+    probe = make_loader(train_set, pc.batch_size, True, 0, exp, device, train=True, dist=dist)
     steps = steps_per_epoch(probe, pc.max_steps_per_epoch)
     optimizer = make_optimizer(graph.parameters(), "sgd", pc.lr, pc.weight_decay, pc.momentum, pc.nesterov)
     scheduler = make_schedule(optimizer, pc.schedule, pc.epochs, steps)
-    metrics = MetricsLog(out / "metrics.csv", PRETRAIN_COLUMNS)
     first = 0
     if state is not None:
         graph.load_state_dict(state["meta_graph"])
@@ -115,25 +132,34 @@ def _pretrain(cfg: Config, exp, pc: PretrainConfig, out: Path, device, state, pr
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         first = state["epoch"] + 1
-    metrics.truncate(first)
+    metrics = open_metrics(dist, out / "metrics.csv", PRETRAIN_COLUMNS, first)
+    # Drop-path skips modules per sample: ranks use different parameters in a step.
+    model = dist.wrap(graph, find_unused_parameters=True)
     all_modules = all_ones_policy(graph)[0]  # (T, K)
-    val_loader = make_loader(val_set, max(pc.batch_size, 64), False, 0, exp, device, train=False)
-    row: dict = {}
+    val_loader = make_loader(val_set, max(pc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
     t_start = time.time()
     for epoch in range(first, pc.epochs):
         t0 = time.time()
         # Re-seed from (seed, epoch): data order, augmentation and drop-path draws replay exactly.
         s = epoch_seed(exp.seed, "pretrain", epoch)
-        seed_everything(s)
-        loader = make_loader(train_set, pc.batch_size, True, s, exp, device, train=True)
-        gen = torch.Generator().manual_seed(s)
+        seed_everything(rank_seed(s, dist.rank))
+        loader = make_loader(train_set, pc.batch_size, True, s, exp, device, train=True, dist=dist)
+        gen = torch.Generator().manual_seed(rank_seed(s, dist.rank))
         rate = drop_rate_at(epoch, pc.epochs, pc.drop_start, pc.drop_max)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(
-            graph, optimizer, scheduler, loader, device, rate, gen, steps, exp.channels_last, progress,
-            f"pretrain {epoch + 1}/{pc.epochs}",
-        )
-        val = infer(graph, val_loader, device, ("image", "label"), fixed_policy=all_modules, channels_last=exp.channels_last)
+        try:
+            tr = train_one_epoch(
+                model, optimizer, scheduler, loader, device, rate, gen, steps, exp.channels_last, progress,
+                f"pretrain {epoch + 1}/{pc.epochs}", dist,
+            )
+            dist.sync_buffers(graph)
+            val = infer(
+                graph, val_loader, device, ("image", "label"), fixed_policy=all_modules,
+                channels_last=exp.channels_last, dist=dist,
+            )
+            check_finite(None, "validation", loss=float(val["loss"].mean()))
+        except NonFiniteError as exc:
+            raise non_finite_stop(exc, "pretrain", epoch, pc.epochs, out, f"pretrain.lr={pc.lr:g}") from None
         row = {
             "epoch": epoch,
             "lr": lr,
@@ -144,41 +170,49 @@ def _pretrain(cfg: Config, exp, pc: PretrainConfig, out: Path, device, state, pr
             "val_accuracy": float((val["pred"] == val["label"]).float().mean()),
             "seconds": time.time() - t0,
         }
-        # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
-        save_checkpoint(
-            out / "last.pt",
-            {
-                "stage": "pretrain",
-                "epoch": epoch,
-                "epochs": pc.epochs,
-                "space_hash": graph.space.space_hash(),
-                "config": config_to_dict(cfg),
-                "meta_graph": graph.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": capture_rng_state(),
-                "metrics": row,
-            },
-        )
-        metrics.append(row)
+
+        def save() -> None:
+            # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
+            save_checkpoint(
+                out / "last.pt",
+                {
+                    "stage": "pretrain",
+                    "epoch": epoch,
+                    "epochs": pc.epochs,
+                    "space_hash": graph.space.space_hash(),
+                    "config": config_to_dict(cfg),
+                    "meta_graph": graph.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": capture_rng_state(),
+                    "metrics": row,
+                },
+            )
+            metrics.append(row)
+
+        on_main(dist, save)
         if pc.stop_after_epoch is not None and epoch >= pc.stop_after_epoch and epoch < pc.epochs - 1:
             break
-    rows = metrics.rows()
-    last = rows[-1] if rows else {}
-    summary = {
-        "stage": "pretrain",
-        "epochs_done": len(rows),
-        "epochs": pc.epochs,
-        "finished": len(rows) >= pc.epochs,
-        "val_accuracy": float(last.get("val_accuracy", "nan") or "nan"),
-        "train_loss": float(last.get("train_loss", "nan") or "nan"),
-        "drop_rate": float(last.get("drop_rate", "nan") or "nan"),
-        "seconds_this_call": time.time() - t_start,
-        "dataset": exp.dataset,
-        "space": graph.space.to_dict(),
-    }
-    save_json(out / "summary.json", summary)
-    return summary
+
+    def summarise() -> dict:
+        rows = metrics.rows()
+        last = rows[-1] if rows else {}
+        summary = {
+            "stage": "pretrain",
+            "epochs_done": len(rows),
+            "epochs": pc.epochs,
+            "finished": len(rows) >= pc.epochs,
+            "val_accuracy": float(last.get("val_accuracy", "nan") or "nan"),
+            "train_loss": float(last.get("train_loss", "nan") or "nan"),
+            "drop_rate": float(last.get("drop_rate", "nan") or "nan"),
+            "seconds_this_call": time.time() - t_start,
+            "dataset": exp.dataset,
+            "space": graph.space.to_dict(),
+        }
+        save_json(out / "summary.json", summary)
+        return summary
+
+    return on_main(dist, summarise)
 
 
 def format_pretrain_summary(s: dict) -> str:
