@@ -541,7 +541,7 @@ def plot_difficulty_vs_latency(
 
     d, lat = _to_float(difficulty).ravel(), _to_float(latency).ravel()
     rho = float(stats.spearmanr(d, lat)[0]) if len(d) > 2 and np.ptp(d) > 0 and np.ptp(lat) > 0 else math.nan
-    fig = _figure(6.0, 3.8)
+    fig = _figure(8.0, 4.4)  # wide enough that the three-part title does not wrap into five lines
     ax = fig.subplots()
     levels = np.unique(d)
     if len(levels) <= 12:

@@ -247,3 +247,22 @@ def test_cuda_unavailable(tmp_path, capsys, monkeypatch):
 def test_unknown_baseline(tmp_path, capsys):
     msg = cli_error(["baseline", "--model", "resnet9000", "--preset", "smoke", "--run-dir", str(tmp_path)], capsys)
     assert "unknown baseline 'resnet9000'" in msg and "mobilenetv2-1.0" in msg
+
+
+def test_non_finite_loss(tmp_path, capsys):
+    msg = cli_error(stage("pretrain", tmp_path, "--set", "lr=1e30", "epochs=1", "max_steps_per_epoch=2"), capsys)
+    assert "pretrain stopped in epoch 0" in msg and "Nothing of this epoch was saved" in msg and "lower learning rate" in msg
+    assert not (tmp_path / "pretrain" / "last.pt").exists()
+
+
+def test_latency_table_changed(tmp_path, capsys):
+    short = ("--set", "epochs=1", "max_steps_per_epoch=1")
+    cfg = get_preset("smoke")
+    flat_table(cfg.experiment.space()).save(tmp_path / "profile" / "lut.json")
+    assert main(stage("pretrain", tmp_path, *short)) == 0
+    assert main(stage("search", tmp_path, "--set", "epochs=2", "max_steps_per_epoch=1", "stop_after_epoch=0")) == 0
+    table = flat_table(cfg.experiment.space())
+    table.stem_ms = 0.2  # a re-profiled table: other numbers
+    table.save(tmp_path / "profile" / "lut.json")
+    msg = cli_error(stage("search", tmp_path, "--set", "epochs=2", "max_steps_per_epoch=1", "--resume"), capsys)
+    assert "latency table" in msg and "lut.json" in msg
