@@ -31,8 +31,8 @@ TIMED_COLUMNS = {"seconds", "measured_latency_ms"}
 CASES = [
     ("pretrain", ["--set", "epochs=4"], 2),
     ("search", ["--set", "epochs=4"], 2),
-    ("finetune", [], 1),
-    ("baseline", ["--model", "mobilenetv2-0.4", "--set", "epochs=3"], 1),
+    ("finetune", ["--set", "epochs=3"], 2),
+    ("baseline", ["--model", "mobilenetv2-0.4", "--set", "epochs=3"], 2),
 ]
 
 
