@@ -7,7 +7,6 @@ pass nbval on the same run folder, loading the stages instead of training them a
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap

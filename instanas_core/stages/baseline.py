@@ -44,11 +44,9 @@ from ..latency import TimingConfig, thread_limit
 from ..results import ResultRow, append_result
 from ..rundir import (
     RunDirError,
-    capture_rng_state,
     epoch_seed,
     load_json,
     restore_rng_state,
-    save_checkpoint,
     save_json,
     seed_everything,
 )
@@ -56,6 +54,7 @@ from .common import (
     Meter,
     NonFiniteError,
     begin_stage,
+    end_epoch,
     build_split,
     check_finite,
     limited,
@@ -226,26 +225,16 @@ def fit(
             raise non_finite_stop(exc, desc, epoch, loop.epochs, out, hint) from None
         row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **val, "seconds": time.time() - t0}
 
-        def save() -> None:
-            # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
-            save_checkpoint(
-                out / "last.pt",
-                {
-                    "epoch": epoch,
-                    "epochs": loop.epochs,
-                    "config": config_to_dict(cfg),
-                    **(checkpoint_extra or {}),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": capture_rng_state(),
-                    "metrics": row,
-                },
-            )
-            metrics.append(row)
-
-        on_main(dist, save)
-        if loop.stop_after_epoch is not None and epoch >= loop.stop_after_epoch and epoch < loop.epochs - 1:
+        state = {
+            "epoch": epoch,
+            "epochs": loop.epochs,
+            "config": config_to_dict(cfg),
+            **(checkpoint_extra or {}),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        if end_epoch(dist, out, metrics, row, state, epoch, loop.epochs, loop.stop_after_epoch):
             break
     return on_main(dist, lambda: metrics.rows())
 

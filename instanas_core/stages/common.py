@@ -35,16 +35,17 @@ from ..latency import (
     measure_children,
     profile_lookup_table,
     sample_children,
-    thread_limit,
 )
-from ..meta_graph import MetaGraph, build_meta_graph
+from ..meta_graph import MetaGraph
 from ..policy import greedy_policy
 from ..rundir import (
     MetricsLog,
     RunDirError,
+    capture_rng_state,
     load_checkpoint,
     load_json,
     prepare_stage_dir,
+    save_checkpoint,
     save_environment,
     save_json,
     stage_dir,
@@ -64,6 +65,7 @@ __all__ = [
     "Meter",
     "open_metrics",
     "progress_bar",
+    "end_epoch",
     "ensure_latency_table",
     "infer",
     "measure_routed_latency",
@@ -311,6 +313,22 @@ def check_finite(dist: DistContext | None, what: str, step: int | None = None, *
         which = hit[0] if len(hit) == 1 else ", ".join(hit[:-1]) + " and " + hit[-1]
         at = f" at step {step + 1}" if step is not None else ""
         raise NonFiniteError(f"the {what} {which} became NaN or infinite{at}")
+
+
+def end_epoch(
+    dist, out: Path, metrics, row: dict, state: dict, epoch: int, epochs: int, stop_after_epoch: int | None
+) -> bool:
+    """Rank 0 writes ``RUN/<stage>/last.pt`` (``state`` plus the RNG states and the epoch's
+    metrics row), then appends the row to ``metrics.csv``: checkpoint first, so a crash in between
+    leaves a row that a resumed run truncates. Returns True when the stage stops after this epoch
+    (``stop_after_epoch``, short of the last)."""
+
+    def save() -> None:
+        save_checkpoint(out / "last.pt", {**state, "rng": capture_rng_state(), "metrics": row})
+        metrics.append(row)
+
+    on_main(dist, save)
+    return stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < epochs - 1
 
 
 def non_finite_stop(

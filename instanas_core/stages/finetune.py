@@ -31,11 +31,9 @@ from ..meta_graph import MetaGraph
 from ..policy import greedy_policy
 from ..rundir import (
     RunDirError,
-    capture_rng_state,
     epoch_seed,
     load_checkpoint,
     restore_rng_state,
-    save_checkpoint,
     save_json,
     seed_everything,
     stage_dir,
@@ -44,6 +42,7 @@ from .common import (
     Meter,
     NonFiniteError,
     begin_stage,
+    end_epoch,
     build_models,
     build_split,
     check_finite,
@@ -214,30 +213,21 @@ def _finetune(
             "seconds": time.time() - t0,
         }
 
-        def save() -> None:
-            save_checkpoint(
-                out / "last.pt",
-                {
-                    "stage": "finetune",
-                    "epoch": epoch,
-                    "epochs": fc.epochs,
-                    "space_hash": graph.space.space_hash(),
-                    "lut_hash": lut_hash,
-                    "config": config_to_dict(cfg),
-                    "variant": fc.variant,
-                    "search_checkpoint": picked["checkpoint"],
-                    "meta_graph": graph.state_dict(),
-                    "controller": controller.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": capture_rng_state(),
-                    "metrics": row,
-                },
-            )
-            metrics.append(row)
-
-        on_main(dist, save)
-        if fc.stop_after_epoch is not None and epoch >= fc.stop_after_epoch and epoch < fc.epochs - 1:
+        state = {
+            "stage": "finetune",
+            "epoch": epoch,
+            "epochs": fc.epochs,
+            "space_hash": graph.space.space_hash(),
+            "lut_hash": lut_hash,
+            "config": config_to_dict(cfg),
+            "variant": fc.variant,
+            "search_checkpoint": picked["checkpoint"],
+            "meta_graph": graph.state_dict(),
+            "controller": controller.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        if end_epoch(dist, out, metrics, row, state, epoch, fc.epochs, fc.stop_after_epoch):
             break
 
     def summarise() -> dict:

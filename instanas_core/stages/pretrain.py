@@ -25,11 +25,12 @@ from ..distributed import DistContext, distributed_session, on_main, rank_seed, 
 from ..latency import thread_limit
 from ..meta_graph import MetaGraph
 from ..policy import all_ones_policy, drop_path_policy
-from ..rundir import capture_rng_state, epoch_seed, restore_rng_state, save_checkpoint, save_json, seed_everything
+from ..rundir import epoch_seed, restore_rng_state, save_json, seed_everything
 from .common import (
     Meter,
     NonFiniteError,
     begin_stage,
+    end_epoch,
     build_models,
     build_split,
     check_finite,
@@ -171,27 +172,17 @@ def _pretrain(
             "seconds": time.time() - t0,
         }
 
-        def save() -> None:
-            # Checkpoint first, then the metrics row: a resumed run truncates rows past the checkpoint.
-            save_checkpoint(
-                out / "last.pt",
-                {
-                    "stage": "pretrain",
-                    "epoch": epoch,
-                    "epochs": pc.epochs,
-                    "space_hash": graph.space.space_hash(),
-                    "config": config_to_dict(cfg),
-                    "meta_graph": graph.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": capture_rng_state(),
-                    "metrics": row,
-                },
-            )
-            metrics.append(row)
-
-        on_main(dist, save)
-        if pc.stop_after_epoch is not None and epoch >= pc.stop_after_epoch and epoch < pc.epochs - 1:
+        state = {
+            "stage": "pretrain",
+            "epoch": epoch,
+            "epochs": pc.epochs,
+            "space_hash": graph.space.space_hash(),
+            "config": config_to_dict(cfg),
+            "meta_graph": graph.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        if end_epoch(dist, out, metrics, row, state, epoch, pc.epochs, pc.stop_after_epoch):
             break
 
     def summarise() -> dict:
