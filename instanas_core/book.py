@@ -1195,7 +1195,6 @@ def correlation_rows(panels: Sequence[Mapping[str, Any]]) -> list[dict]:
 _STAGE_SECTIONS = {"pretrain": ("experiment", "pretrain"), "search": ("experiment", "search"),
                    "finetune": ("experiment", "finetune"), "evaluate": ("experiment", "evaluate")}
 # Settings that may differ without changing what a finished stage holds (see stages.common).
-_CONFIG_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "measure_samples"}
 
 
 def stage_config(cfg: Any, stage: str, overrides: Sequence[str] = ()) -> Any:
@@ -1216,12 +1215,14 @@ def _stage_folder(stage: str, cfg: Any) -> str:
 def _config_diff(saved: Mapping[str, Any], cfg: Any, sections: Sequence[str]) -> list[str]:
     """Settings of ``sections`` that differ between a saved ``config.json`` and ``cfg`` (a field
     the saved file lacks was added to the code since, and is not counted)."""
+    from .stages.common import RESUME_FREE_SETTINGS
+
     mine = dataclasses.asdict(cfg)
     return [
         f"{sec}.{k}: {saved[sec][k]!r} there, {v!r} here"
         for sec in sections
         for k, v in mine[sec].items()
-        if k not in _CONFIG_FREE and k in saved.get(sec, {}) and saved[sec][k] != v
+        if k not in RESUME_FREE_SETTINGS and k in saved.get(sec, {}) and saved[sec][k] != v
     ]
 
 
@@ -1429,7 +1430,7 @@ def greedy_latencies(cfg: Any, run_dir: str | Path, variant: str = "C", split: s
         graph, controller, what = load_trained(cfg, run_dir, device, "search", variant)
         data = build_split(exp, split, augment=False)
         loader = make_loader(data, cfg.evaluate.batch_size, False, 0, exp, device, train=False)
-        res = infer(graph, loader, device, ("image", "label"), controller=controller, channels_last=exp.channels_last)
+        res = infer(graph, loader, device, ("image", "label"), controller=controller, channels_last=exp.use_channels_last)
     latency = table.estimate(res["policy"].float()).numpy()
     flat = res["policy"].reshape(len(latency), -1)
     return {"latency_ms": latency, "label": res["label"].numpy(), "correct": (res["pred"] == res["label"]).numpy(),
@@ -1754,16 +1755,18 @@ def book_baselines(preset: str, models: Sequence[str] = ()) -> list[str]:
     return chosen
 
 
-def ensure_baseline(cfg: Any, run_dir: str | Path, name: str, overrides: Sequence[str] = ()) -> dict:
-    """Baseline ``name`` trained, tested and timed in ``RUN/baselines/<name>`` (its row in
-    ``RUN/results.csv``); a finished one is loaded (``run_baseline`` with ``resume``)."""
+def ensure_baseline(
+    cfg: Any, run_dir: str | Path, name: str, overrides: Sequence[str] = (), folder_name: str | None = None
+) -> dict:
+    """Baseline ``name`` trained, tested and timed in ``RUN/baselines/<folder_name or name>``
+    (its row in ``RUN/results.csv``); a finished one is loaded (``run_baseline`` with ``resume``)."""
     from .stages import format_baseline_summary, run_baseline
 
     cfg = stage_config(cfg, "baseline", overrides)
-    existed = (Path(run_dir) / "baselines" / name / "summary.json").is_file()
+    existed = (Path(run_dir) / "baselines" / (folder_name or name) / "summary.json").is_file()
     t0 = time.perf_counter()
     with _quiet_progress():
-        summary = run_baseline(cfg, run_dir, name, False, resume=True)
+        summary = run_baseline(cfg, run_dir, name, False, resume=True, folder_name=folder_name)
     took = f"[{time.perf_counter() - t0:.1f} s]" if not (existed and summary.get("result_appended")) else "(loaded)"
     print(f"{format_baseline_summary(summary)} {took}")
     return summary

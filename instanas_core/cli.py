@@ -85,6 +85,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    help="lut-accuracy: which resolutions")
     p.add_argument("--preset", default=None, help="tradeoff: the preset (default cifar10-cpu; smoke with --quick)")
     p.add_argument("--run-dir", default=None, help="tradeoff: run folder (default DIR/tradeoff-PRESET); finished stages are loaded")
+    p.add_argument("--baseline-budget", default="same", choices=("same", "preset"),
+                   help="tradeoff: MobileNetV2 1.0 trained for InstaNAS's epochs of all stages (same) or the preset's baseline")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="batched-inference, train-throughput: bf16 autocast (meant for CUDA)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="batched-inference, train-throughput: NHWC memory format (default: on for CPU, off for CUDA, as the stages)")
 
 
 def _bench_run(args: argparse.Namespace) -> int:
@@ -93,7 +99,8 @@ def _bench_run(args: argparse.Namespace) -> int:
     from .bench import BenchConfig, run_bench
 
     cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult,
-                      children=args.children, resolutions=tuple(args.resolutions), preset=args.preset, run_dir=args.run_dir)
+                      children=args.children, resolutions=tuple(args.resolutions), preset=args.preset, run_dir=args.run_dir,
+                      baseline_budget=args.baseline_budget, precision=args.precision, channels_last=args.channels_last)
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
     print(f"wrote {os.path.join(args.out, args.name + '.json')} and .md")

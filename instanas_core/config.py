@@ -113,12 +113,20 @@ class ExperimentConfig:
     download: bool = False  # cifar10/cifar100 only: fetch the files into data_root when missing
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads while training (None: torch's default)
-    # NHWC tensors: on CPU, depthwise-convolution backward is >10x faster (oneDNN).
-    channels_last: bool = True
+    # NHWC tensors. None: on for CPU, off for CUDA. On CPU depthwise-convolution backward is >10x
+    # faster in NHWC (oneDNN). On CUDA NCHW is the layout measured to work (H200,
+    # benchmarks/gpu/README.md); NHWC there is untested since a layout bug was fixed.
+    channels_last: bool | None = None
     # Freshly built meta-graphs start every residual cell as the identity: the last BatchNorm of
     # each branch of a shape-keeping cell gets weight 0 (Goyal et al. 2017; timm's zero_init_last).
     # Summing five branches over 17 cells otherwise starts with exploding activations.
     zero_init_residual: bool = True
+    # How training steps run the meta-graph (MetaGraph.forward's ``execution``): "subset" computes
+    # each module on the samples that chose it; "masked" runs every module on every sample and
+    # masks the outputs, as the original code did (BatchNorm then sees the whole batch). Subset is
+    # faster on CPU; on CUDA at 32 px the kernel launches, not the arithmetic, set the pace, and
+    # masked drop-path steps were 3-5x faster on an H200 (benchmarks/gpu/README.md).
+    execution: str = "subset"
 
     def __post_init__(self) -> None:
         from .data import list_datasets
@@ -133,10 +141,16 @@ class ExperimentConfig:
             f"data_size only applies to the synthetic-difficulty data set, not {self.dataset!r}.",
         )
         _non_negative(self, "num_workers", "seed", "data_seed")
+        _check(self.execution in ("subset", "masked"), f"execution must be 'subset' or 'masked', got {self.execution!r}.")
         _check(
             self.device == "cpu" or self.device.startswith("cuda"),
             f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.",
         )
+
+    @property
+    def use_channels_last(self) -> bool:
+        """Whether stages keep images and weights in NHWC (``channels_last``, resolved by device)."""
+        return self.device == "cpu" if self.channels_last is None else self.channels_last
 
     @property
     def info(self):

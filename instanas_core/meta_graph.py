@@ -54,6 +54,9 @@ class Cell(nn.Module):
         # x: (B, C_in, H, W); mask_cpu: (B, K) bool on the CPU, so index building never syncs
         batch = x.shape[0]
         out = None
+        # Sub-batch outputs are accumulated in place into a buffer this cell owns: an
+        # out-of-place index_add would copy the whole (B, C_out, H', W') sum once per module.
+        owned = False  # whether `out` may be written in place (not a branch's own output)
         for k, branch in enumerate(self.branches):
             sel = mask_cpu[:, k]
             n = int(sel.sum())
@@ -61,16 +64,36 @@ class Cell(nn.Module):
                 continue
             if n == batch:
                 y = branch(x)  # (B, C_out, H', W')
-                out = y if out is None else out + y
+                out, owned = (y, False) if out is None else (out + y, True)
                 continue
             idx = sel.nonzero().squeeze(1).to(x.device, non_blocking=True)  # (n,)
-            y = branch(x.index_select(0, idx))  # (n, C_out, H', W')
-            if out is None:
-                out = y.new_zeros((batch,) + y.shape[1:])
-            out = out.index_add(0, idx, y)
+            y = branch(_select_rows(x, idx))  # (n, C_out, H', W')
+            if not owned:
+                out = _zeros_like_batch(y, batch, x) if out is None else out.clone()
+                owned = True
+            out.index_add_(0, idx, y)
         if out is None:  # nobody selected anything: only legal when the shape is kept
             return x
         return x + out if self.keeps_shape else out
+
+
+def _is_nhwc(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _select_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(0, idx)`` that keeps an NHWC tensor NHWC (index_select returns NCHW)."""
+    if _is_nhwc(x):
+        return x.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)  # (n, C, H, W), NHWC strides
+    return x.index_select(0, idx)
+
+
+def _zeros_like_batch(y: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """Zeros of shape (batch, *y.shape[1:]) in ``like``'s memory format. ``new_zeros`` would
+    give NCHW, and an NCHW sum would turn every later cell NCHW: on CPU, depthwise-convolution
+    backward is >10x slower there."""
+    fmt = torch.channels_last if _is_nhwc(like) else torch.contiguous_format
+    return torch.empty((batch,) + y.shape[1:], dtype=y.dtype, device=y.device, memory_format=fmt).zero_()
 
 
 class MetaGraph(nn.Module):

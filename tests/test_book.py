@@ -7,6 +7,7 @@ pass nbval on the same run folder, loading the stages instead of training them a
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -120,9 +121,15 @@ def test_tradeoff_benchmark_on_the_finished_smoke_run(smoke_run, tmp_path):
 
     run, _ = smoke_run
     before = (run / "results.csv").read_text()
-    result = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run)), tmp_path)
+    result = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run), baseline_budget="preset"), tmp_path)
     summary = result["summary"]
     assert [r["model"] for r in summary["rows"]] == ["mobilenetv2-1.0", "InstaNAS-C", "InstaNAS-E"]
+    assert summary["baseline_folder"] == "baselines/mobilenetv2-1.0" and summary["baseline_epochs"] == 2
+    # letters with the same test-image policies are one network, timed once
+    assert sorted(L for group in summary["distinct_variants"] for L in group.split("=")) == ["C", "E"]
+    for r in summary["rows"][1:]:
+        twins = [q for q in summary["rows"][1:] if q["timed_as"] == r["timed_as"]]
+        assert {q["measured_ms"] for q in twins} == {r["measured_ms"]} and r["model"][-1] in r["timed_as"]
     for r in summary["rows"]:
         assert r["measured_ms"] > 0 and 0 <= r["test_accuracy_pct"] <= 100
     matched = [r for r in summary["rows"][1:] if r["accuracy_vs_baseline_pt"] >= -0.5]
@@ -133,6 +140,21 @@ def test_tradeoff_benchmark_on_the_finished_smoke_run(smoke_run, tmp_path):
         assert summary["latency_reduction_at_matched_accuracy_pct"] is None
     assert (tmp_path / "tradeoff.json").is_file() and (tmp_path / "tradeoff.md").is_file()
     assert (run / "results.csv").read_text() == before  # loaded, not trained again
+
+
+def test_tradeoff_baseline_trains_with_instanas_budget(smoke_run, tmp_path):
+    """``--baseline-budget same`` (the default) trains MobileNetV2 1.0 for pre-training + search
+    + fine-tuning epochs in its own folder, beside the book's baseline."""
+    from instanas_core.bench import BenchConfig, run_bench
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    summary = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run)), tmp_path / "out")["summary"]
+    assert summary["baseline_folder"] == "baselines/mobilenetv2-1.0-7ep"
+    assert summary["baseline_epochs"] == 7 == sum(summary["instanas_epochs"].values())
+    with (run / "baselines" / "mobilenetv2-1.0-7ep" / "metrics.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 7
+    assert (run / "baselines" / "mobilenetv2-1.0" / "summary.json").is_file()  # the book's stays
 
 
 def test_tables_are_headed_and_hold_both_sources(smoke_run):

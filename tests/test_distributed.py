@@ -149,14 +149,14 @@ def _worker(rank: int, port: int, out: str) -> None:
         result: dict = {}
         loader, gen = loader_and_gen("pretrain")
         result["pretrain_stats"] = pretrain_one_epoch(
-            graph_model, p_opt, p_sched, loader, cpu, DROP_RATE, gen, STEPS, exp.channels_last, dist=dist
+            graph_model, p_opt, p_sched, loader, cpu, DROP_RATE, gen, STEPS, exp.use_channels_last, dist=dist
         )
         dist.sync_buffers(graph)
         result["pretrain"] = _snapshot(graph)
 
         loader, gen = loader_and_gen("controller")
         result["controller_stats"] = train_controller_epoch(
-            controller_model, graph_model, c_opt, loader, cpu, table, bounds, sc, gen, STEPS, exp.channels_last,
+            controller_model, graph_model, c_opt, loader, cpu, table, bounds, sc, gen, STEPS, exp.use_channels_last,
             dist=dist,
         )
         dist.sync_buffers(controller)
@@ -164,7 +164,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
         loader, gen = loader_and_gen("graph")
         result["graph_stats"] = train_graph_epoch(
-            graph_model, controller_model, g_opt, loader, cpu, table, sc, gen, STEPS, exp.channels_last, dist=dist
+            graph_model, controller_model, g_opt, loader, cpu, table, sc, gen, STEPS, exp.use_channels_last, dist=dist
         )
         dist.sync_buffers(graph)
         result["graph"] = _snapshot(graph)

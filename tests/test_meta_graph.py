@@ -130,3 +130,22 @@ def _randomise_bn(model):
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("execution", ["masked", "subset"])
+def test_channels_last_survives_every_cell(execution, train):
+    """NHWC in, NHWC through every cell (subset sums sub-batches into a buffer of the input's
+    layout), and the same numbers as NCHW."""
+    torch.manual_seed(0)
+    graph = build_meta_graph(32, 0.25).train(train)
+    x = torch.randn(6, 3, 32, 32)
+    policy = sample_random_policy(graph, 6, torch.Generator().manual_seed(1), density=(0.2, 0.6))
+    ref = graph.forward_features(x, policy, execution)  # (6, C_last, h, w), NCHW
+    graph = graph.to(memory_format=torch.channels_last)
+    h = graph.stem(x.contiguous(memory_format=torch.channels_last))
+    mask = policy > 0.5
+    for t, cell in enumerate(graph.cells):
+        h = cell.forward_subset(h, mask[:, t]) if execution == "subset" else cell.forward_masked(h, policy[:, t])
+        assert h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous(), f"cell {t} left NHWC"
+    assert torch.allclose(h, ref, atol=1e-3, rtol=1e-3)  # train-mode BatchNorm of 6 samples amplifies rounding

@@ -212,7 +212,7 @@ def fit(
         (train_mode or nn.Module.train)(model)
         try:
             tr = train_epoch(
-                stepper, optimizer, scheduler, loader, device, steps, gen, exp.channels_last, progress,
+                stepper, optimizer, scheduler, loader, device, steps, gen, exp.use_channels_last, progress,
                 f"{desc} {epoch + 1}/{loop.epochs}", dist,
             )
             if dist is not None:
@@ -328,7 +328,7 @@ def train_static_network(
         bc.epochs, bc.batch_size, bc.max_steps_per_epoch, bc.stop_after_epoch, "baseline", "baseline.lr"
     )
     return fit(
-        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.channels_last, dist=dist), optimizer,
+        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.use_channels_last, dist=dist), optimizer,
         scheduler, train_set, cfg, device, out, BASELINE_COLUMNS, loop, steps, state, checkpoint_extra, None, progress,
         desc, dist,
     )
@@ -341,7 +341,7 @@ def finish_static_network(cfg: Config, model: nn.Module, device: torch.device) -
     resolution = exp.info.resolution
     test_set = build_split(exp, "test", augment=False)
     loader = make_loader(test_set, ec.batch_size, False, 0, exp, device, train=False)
-    res = classify(model, loader, device, exp.channels_last)
+    res = classify(model, loader, device, exp.use_channels_last)
     latency = measure_model_latency(model, resolution, ec.measure_threads, measurement_timing(cfg), device)
     return {
         "test_accuracy": float((res["pred"] == res["label"]).float().mean()),
@@ -386,9 +386,13 @@ def run_baseline(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    folder_name: str | None = None,
 ) -> dict:
     """Train, test and time baseline ``model_name`` into ``RUN/baselines/<model_name>/``; append
     its row to ``RUN/results.csv``; return the summary (also ``summary.json``).
+
+    ``folder_name`` puts a second training of the same model (another budget, say) beside the
+    first, in ``RUN/baselines/<folder_name>/``.
 
     ``resume`` continues from ``last.pt``; a baseline that already finished is not trained,
     measured or recorded again (its saved summary is returned). ``overwrite`` starts it again.
@@ -397,7 +401,7 @@ def run_baseline(
     """
     check_baseline_name(model_name)
     exp, bc = cfg.experiment, cfg.baseline
-    folder = f"baselines/{model_name}"
+    folder = f"baselines/{folder_name or model_name}"
     with distributed_session(exp.device) as dist:
         start = begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder, dist=dist)
         out, device = start.out, start.device
@@ -409,7 +413,7 @@ def run_baseline(
             t_start = time.time()
             torch.manual_seed(exp.seed)
             model = build_baseline(model_name, exp.info.resolution, exp.info.num_classes)
-            if exp.channels_last:
+            if exp.use_channels_last:
                 model = model.to(memory_format=torch.channels_last)
             model = model.to(device)
             extra = {"stage": "baseline", "model_name": model_name, "space_hash": exp.space().space_hash()}

@@ -52,6 +52,7 @@ from ..rundir import (
 )
 
 __all__ = [
+    "RESUME_FREE_SETTINGS",
     "resolve_device",
     "build_split",
     "make_loader",
@@ -193,7 +194,7 @@ def build_models(exp: ExperimentConfig, device: torch.device, seed: int | None =
     if exp.zero_init_residual:
         zero_init_residual_branches(graph)
     controller = build_controller(graph)
-    if exp.channels_last:
+    if exp.use_channels_last:
         graph = graph.to(memory_format=torch.channels_last)
         controller = controller.to(memory_format=torch.channels_last)
     return graph.to(device), controller.to(device)
@@ -563,15 +564,19 @@ def begin_stage(
     return StageStart(out, dist.device, state, dist)
 
 
-# Settings that may differ between an interrupted run and its resumption.
-_RESUME_FREE = {"stop_after_epoch", "num_workers", "threads", "device", "data_root", "download", "measure_samples"}
+# Settings that may differ between an interrupted run and its resumption (and between a finished
+# stage and the configuration a notebook asks for): where and how it runs, not what it computes.
+RESUME_FREE_SETTINGS = frozenset({
+    "stop_after_epoch", "num_workers", "threads", "device", "data_root", "download", "measure_samples",
+    "channels_last",  # a memory layout: the same numbers either way
+})
 
 
 def _check_same(saved: Config, cfg: Config, sections: tuple[str, ...], name: str) -> None:
     diffs = []
     for sec in sections:
         a, b = dataclasses.asdict(getattr(saved, sec)), dataclasses.asdict(getattr(cfg, sec))
-        diffs += [f"{sec}.{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in _RESUME_FREE and a.get(k) != b.get(k)]
+        diffs += [f"{sec}.{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in RESUME_FREE_SETTINGS and a.get(k) != b.get(k)]
     if diffs:
         raise RunDirError(
             f"cannot resume {name}: its saved configuration differs ({'; '.join(diffs)}). Use the same preset and "

@@ -248,7 +248,7 @@ def _run_gated(cfg: Config, run_dir, method: str, progress: bool, resume: bool, 
             model.load_from_meta_graph(graph)
             space_hash = graph.space.space_hash()
             del graph
-            if exp.channels_last:
+            if exp.use_channels_last:
                 model = model.to(memory_format=torch.channels_last)
             model = model.to(device)
             recipe = (_blockdrop_recipe if method == "blockdrop" else _convnet_aig_recipe)(model, cfg)
@@ -261,7 +261,7 @@ def _run_gated(cfg: Config, run_dir, method: str, progress: bool, resume: bool, 
             val_loader = make_loader(val_set, max(cc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
 
             def validate(m: nn.Module) -> dict:
-                res = classify(m, val_loader, device, exp.channels_last, recipe.forward, dist)
+                res = classify(m, val_loader, device, exp.use_channels_last, recipe.forward, dist)
                 return {
                     "val_loss": float(res["loss"].mean()),
                     "val_accuracy": float((res["pred"] == res["label"]).float().mean()),
@@ -313,7 +313,7 @@ def _finish_gated(cfg: Config, run_dir, method: str, model, recipe: _GatedRecipe
     resolution = exp.info.resolution
     test_set = build_split(exp, "test", augment=False)
     loader = make_loader(test_set, ec.batch_size, False, 0, exp, device, train=False)
-    res = classify(model, loader, device, exp.channels_last, recipe.forward)
+    res = classify(model, loader, device, exp.use_channels_last, recipe.forward)
     masks = res["mask"]  # (N, T) bool
     n = len(masks)
     # The same seeded sample of test images as the evaluate stage times for InstaNAS.

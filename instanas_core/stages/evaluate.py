@@ -121,7 +121,7 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
         fields = ("image", "label") + (("difficulty",) if has_difficulty else ()) + ("index",)
         data = build_split(exp, ec.split, augment=False, return_index=True, return_difficulty=has_difficulty)
         loader = make_loader(data, ec.batch_size, False, 0, exp, device, train=False)
-        res = infer(graph, loader, device, fields, controller=controller, channels_last=exp.channels_last, keep_probs=True)
+        res = infer(graph, loader, device, fields, controller=controller, channels_last=exp.use_channels_last, keep_probs=True)
         policy = res["policy"].float()  # (N, T, K)
         correct = (res["pred"] == res["label"]).numpy()
         latency = table.estimate(policy).numpy()  # (N,)

@@ -84,6 +84,8 @@ def train_routed_epoch(
     progress: bool = False,
     desc: str = "finetune",
     dist: DistContext | None = None,
+    *,
+    execution: str = "subset",
 ) -> dict:
     """One epoch of the meta-graph (possibly in DDP) on the fixed controller's greedy policies;
     statistics over all ranks. A non-finite loss raises
@@ -98,7 +100,7 @@ def train_routed_epoch(
         y = label.to(device, non_blocking=True)
         with torch.no_grad():
             policy = greedy_policy(ctrl(x), net)  # (B, T, K)
-        logits = graph(x, policy)
+        logits = graph(x, policy, execution)
         loss = F.cross_entropy(logits, y)
         loss_value = loss.item()
         check_finite(dist, "training", step, loss=loss_value)
@@ -189,13 +191,13 @@ def _finetune(
         lr = optimizer.param_groups[0]["lr"]
         try:
             tr = train_routed_epoch(
-                model, controller, optimizer, scheduler, loader, device, table, steps, exp.channels_last, progress,
-                f"{fc.out_dir} {epoch + 1}/{fc.epochs}", dist,
+                model, controller, optimizer, scheduler, loader, device, table, steps, exp.use_channels_last, progress,
+                f"{fc.out_dir} {epoch + 1}/{fc.epochs}", dist, execution=exp.execution,
             )
             dist.sync_buffers(graph)
             val = infer(
                 graph, val_loader, device, ("image", "label"), controller=controller,
-                channels_last=exp.channels_last, dist=dist,
+                channels_last=exp.use_channels_last, dist=dist,
             )
             check_finite(None, "validation", loss=float(val["loss"].mean()))
         except NonFiniteError as exc:

@@ -77,6 +77,8 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "pretrain",
     dist: DistContext | None = None,
+    *,
+    execution: str = "subset",
 ) -> dict:
     """One epoch of drop-path training; returns mean loss and accuracy (over all ranks).
 
@@ -91,7 +93,7 @@ def train_one_epoch(
         x = to_device(image, device, channels_last)
         y = label.to(device, non_blocking=True)
         policy = drop_path_policy(net, x.shape[0], drop_rate, generator, device)  # (B, T, K)
-        logits = graph(x, policy)
+        logits = graph(x, policy, execution)
         loss = F.cross_entropy(logits, y)
         loss_value = loss.item()
         check_finite(dist, "training", step, loss=loss_value)
@@ -150,13 +152,13 @@ def _pretrain(
         lr = optimizer.param_groups[0]["lr"]
         try:
             tr = train_one_epoch(
-                model, optimizer, scheduler, loader, device, rate, gen, steps, exp.channels_last, progress,
-                f"pretrain {epoch + 1}/{pc.epochs}", dist,
+                model, optimizer, scheduler, loader, device, rate, gen, steps, exp.use_channels_last, progress,
+                f"pretrain {epoch + 1}/{pc.epochs}", dist, execution=exp.execution,
             )
             dist.sync_buffers(graph)
             val = infer(
                 graph, val_loader, device, ("image", "label"), fixed_policy=all_modules,
-                channels_last=exp.channels_last, dist=dist,
+                channels_last=exp.use_channels_last, dist=dist,
             )
             check_finite(None, "validation", loss=float(val["loss"].mean()))
         except NonFiniteError as exc:

@@ -154,6 +154,8 @@ def train_controller_epoch(
     progress: bool = False,
     desc: str = "controller",
     dist: DistContext | None = None,
+    *,
+    execution: str = "subset",
 ) -> dict:
     """One controller epoch with the meta-graph fixed (eval mode, no gradient). Either model may
     be wrapped in DistributedDataParallel; statistics are means over all ranks. A non-finite
@@ -173,7 +175,7 @@ def train_controller_epoch(
         greedy = greedy_policy(probs, net)  # (B, T, K): the self-critical baseline
         with torch.no_grad():
             # One forward for both policies: eval-mode BatchNorm makes samples independent.
-            logits = net(torch.cat([x, x]), torch.cat([sampled.policy, greedy]))  # (2B, classes)
+            logits = net(torch.cat([x, x]), torch.cat([sampled.policy, greedy]), execution)  # (2B, classes)
             correct = logits.argmax(1) == torch.cat([y, y])  # (2B,)
             latency = table.estimate(torch.cat([sampled.policy, greedy])).to(device)  # (2B,)
             reward = combined_reward(correct, latency, upper, lower, sc.reward_correct, sc.reward_wrong)
@@ -220,6 +222,8 @@ def train_graph_epoch(
     progress: bool = False,
     desc: str = "meta-graph",
     dist: DistContext | None = None,
+    *,
+    execution: str = "subset",
 ) -> dict:
     """One meta-graph epoch with the controller fixed: sampled policies, shuffled within the batch
     (policy random shuffling, §3.3; under torchrun within each rank's share), task loss only."""
@@ -236,7 +240,7 @@ def train_graph_epoch(
         if sc.policy_shuffle:
             perm = torch.randperm(x.shape[0], generator=generator).to(policy.device)
             policy = policy[perm]  # re-pair policies and samples within the batch
-        logits = graph(x, policy)
+        logits = graph(x, policy, execution)
         loss = F.cross_entropy(logits, y)
         loss_value = loss.item()
         check_finite(dist, "meta-graph training", step, loss=loss_value)
@@ -369,7 +373,8 @@ def _search(
             loader = make_loader(train_set, sc.batch_size, True, s, exp, device, train=True, dist=dist)
             ctrl = train_controller_epoch(
                 controller_model, graph, c_opt, loader, device, table, (upper, lower), sc, gen, steps,
-                exp.channels_last, progress, f"search {epoch + 1}/{sc.epochs} controller", dist,
+                exp.use_channels_last, progress, f"search {epoch + 1}/{sc.epochs} controller", dist,
+                execution=exp.execution,
             )
             c_sched.step()
             dist.sync_buffers(controller)
@@ -381,13 +386,13 @@ def _search(
                 gen = torch.Generator().manual_seed(rank_seed(s, dist.rank))
                 loader = make_loader(train_set, sc.batch_size, True, s, exp, device, train=True, dist=dist)
                 graph_stats = train_graph_epoch(
-                    graph_model, controller, g_opt, loader, device, table, sc, gen, steps, exp.channels_last,
-                    progress, f"search {epoch + 1}/{sc.epochs} meta-graph", dist,
+                    graph_model, controller, g_opt, loader, device, table, sc, gen, steps, exp.use_channels_last,
+                    progress, f"search {epoch + 1}/{sc.epochs} meta-graph", dist, execution=exp.execution,
                 )
                 dist.sync_buffers(graph)
             # ---- validation (greedy policies; the validation split, never the test split)
             val, res = validate(
-                graph, controller, val_loader, device, table, (upper, lower), sc, exp.channels_last, dist
+                graph, controller, val_loader, device, table, (upper, lower), sc, exp.use_channels_last, dist
             )
             check_finite(None, "validation", loss=float(res["loss"].mean()), reward=val["val_reward"])
         except NonFiniteError as exc:
