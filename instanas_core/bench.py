@@ -67,6 +67,7 @@ class BenchConfig:
     width_mult: float = 1.0
     children: int | None = None  # lut-accuracy: children per resolution (None: 500, or 60/40 quick)
     resolutions: tuple[int, ...] = (32, 64, 224)  # lut-accuracy
+    passes: int = 2  # lut-accuracy: timing passes per child (see ProfileConfig.passes)
     preset: str | None = None  # tradeoff: None -> cifar10-cpu (smoke with --quick)
     run_dir: str | None = None  # tradeoff: the run folder (None -> DIR/tradeoff-<preset>); finished stages are loaded
     baseline_budget: str = "same"  # tradeoff: "same" (InstaNAS's epochs, all stages) or "preset" (the book's baseline)
@@ -124,7 +125,7 @@ def _finished_profile(folder: Path, pcfg: ProfileConfig) -> dict | None:
     if not path.is_file() or not (folder / "correlation.csv").is_file():
         return None
     summary = json.loads(path.read_text())
-    saved = dict(summary.get("config", {}), children=pcfg.children)
+    saved = {"passes": 2, **summary.get("config", {}), "children": pcfg.children}  # older runs made 2 passes
     return summary if saved == dataclasses.asdict(pcfg) else None
 
 
@@ -134,7 +135,7 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
     raw, rows = {}, []
     for res, n in plan.items():
         pcfg = ProfileConfig(resolution=res, width_mult=cfg.width_mult, children=n, device=cfg.device,
-                             seed=cfg.seed, threads=cfg.threads or 1)
+                             seed=cfg.seed, threads=cfg.threads or 1, passes=cfg.passes)
         folder = out / "lut-accuracy" / str(res)
         summary = _finished_profile(folder, pcfg)
         if summary is None:
@@ -144,7 +145,7 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
         n = summary["config"]["children"]
         raw[res] = summary
         e = summary["eval"]
-        rows.append({"resolution": res, "children": n, "judged": e["n"], "pearson_r": e["pearson_r"],
+        rows.append({"resolution": res, "children": n, "passes": summary["config"].get("passes", 2), "judged": e["n"], "pearson_r": e["pearson_r"],
                      "spearman_rho": e["spearman_rho"], "mape_pct": e["mape_pct"],
                      "within_10pct": e["within_10pct"], "repeat_within_10pct": e["repeat_within_10pct"],
                      "raw_sum_mape_pct": summary["eval_raw_sum"]["mape_pct"]})

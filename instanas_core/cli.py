@@ -40,6 +40,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-run-time", type=float, default=0.05, help="seconds per timing block")
     p.add_argument("--blocks", type=int, default=5, help="timing blocks; the minimum is kept")
+    p.add_argument("--passes", type=int, default=2,
+                   help="timing passes over the children (even): measured = min of the even ones, repeat = min of the odd ones")
     p.add_argument("--out", required=True, help="output folder (lut.json, correlation.csv, summary.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -58,6 +60,7 @@ def _profile_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_run_time=args.min_run_time,
         blocks=args.blocks,
+        passes=args.passes,
     )
     summary = run_profile(cfg, args.out, progress=not args.quiet)
     print(format_summary(summary))
@@ -81,6 +84,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--children", type=int, default=None,
                    help="lut-accuracy: children per resolution (default 500; resolutions already profiled in --out are reused)")
+    p.add_argument("--passes", type=int, default=2, help="lut-accuracy: timing passes per child (even; see profile --passes)")
     p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 224], choices=(32, 64, 224),
                    help="lut-accuracy: which resolutions")
     p.add_argument("--preset", default=None, help="tradeoff: the preset (default cifar10-cpu; smoke with --quick)")
@@ -99,7 +103,8 @@ def _bench_run(args: argparse.Namespace) -> int:
     from .bench import BenchConfig, run_bench
 
     cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult,
-                      children=args.children, resolutions=tuple(args.resolutions), preset=args.preset, run_dir=args.run_dir,
+                      children=args.children, resolutions=tuple(args.resolutions), passes=args.passes,
+                      preset=args.preset, run_dir=args.run_dir,
                       baseline_budget=args.baseline_budget, precision=args.precision, channels_last=args.channels_last)
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))

@@ -113,3 +113,49 @@ def test_profile_command_refuses_bad_input(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "threads must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_profile_takes_minimum_of_interleaved_passes(tmp_path, monkeypatch):
+    """With 4 passes a child's measured latency is its minimum over passes 0 and 2, the repeat
+    its minimum over passes 1 and 3."""
+    from instanas_core import profile as profile_mod
+
+    raw = {}
+
+    def fake_measure(graph, policies, controller, threads, timing, device, passes, progress):
+        rng = np.random.default_rng(0)
+        raw["ms"] = 1.0 + rng.random((len(policies), passes))  # (N, passes)
+        return raw["ms"]
+
+    monkeypatch.setattr(profile_mod, "measure_children", fake_measure)
+    cfg = profile_mod.ProfileConfig(resolution=32, width_mult=0.25, children=8, min_run_time=0.001, blocks=1, passes=4)
+    summary = profile_mod.run_profile(cfg, tmp_path, progress=False)
+    rows = list(csv.DictReader((tmp_path / "correlation.csv").open()))
+    np.testing.assert_allclose([float(r["measured_ms"]) for r in rows], raw["ms"][:, [0, 2]].min(1), atol=1e-5)
+    np.testing.assert_allclose([float(r["repeat_ms"]) for r in rows], raw["ms"][:, [1, 3]].min(1), atol=1e-5)
+    assert "minimum over 2 of 4" in summary["measurement"]
+
+
+@pytest.mark.parametrize("passes", [0, 1, 3])
+def test_profile_refuses_odd_passes(passes):
+    from instanas_core.profile import ProfileConfig
+
+    with pytest.raises(ValueError, match="passes must be an even number"):
+        ProfileConfig(passes=passes)
+
+
+def test_lut_accuracy_reuses_a_finished_resolution(tmp_path):
+    """``bench lut-accuracy`` continues where it stopped: a resolution profiled with the same
+    settings (any number of children; runs from before ``passes`` existed made 2) is reused."""
+    import dataclasses
+
+    from instanas_core.bench import _finished_profile
+    from instanas_core.profile import ProfileConfig
+
+    old = dataclasses.asdict(ProfileConfig(children=500))
+    del old["passes"]
+    (tmp_path / "summary.json").write_text(json.dumps({"config": old}))
+    (tmp_path / "correlation.csv").write_text("child\n")
+    assert _finished_profile(tmp_path, ProfileConfig(children=200)) is not None
+    assert _finished_profile(tmp_path, ProfileConfig(children=200, passes=4)) is None
+    assert _finished_profile(tmp_path, ProfileConfig(children=200, blocks=3)) is None
