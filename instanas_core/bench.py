@@ -47,6 +47,7 @@ from .controller import build_controller
 from .env import describe_environment
 from .latency import TimingConfig, thread_limit, time_callable
 from .meta_graph import build_meta_graph
+from .ownership import claim, open_output_folder
 from .policy import drop_path_policy, module_path_policy, policy_log_prob, sample_policy, sample_random_policy
 from .profile import ProfileConfig, run_profile
 from .routing import InstaNASNet
@@ -100,8 +101,8 @@ def _machine(cfg: BenchConfig, threads) -> dict:
 
 
 def _write(out: Path, name: str, result: dict, table_rows: list[dict]) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
+    open_output_folder(out, "bench")
+    claim(out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float))
     if table_rows:
         keys = list(table_rows[0])
         lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -109,7 +110,7 @@ def _write(out: Path, name: str, result: dict, table_rows: list[dict]) -> dict:
             lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
         m = result["machine"]
         lines += ["", f"Measured on {m['device_name']} ({m['device']}), {m['threads']} thread(s), torch {m['torch']}, {m['date']}."]
-        (out / f"{name}.md").write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
+        claim(out / f"{name}.md").write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
     return result
 
 
@@ -475,4 +476,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Path], dict]] = {
 def run_bench(name: str, cfg: BenchConfig, out_dir: str | Path) -> dict:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}.")
-    return BENCHMARKS[name](cfg, Path(out_dir))
+    out = open_output_folder(out_dir, "bench")
+    for suffix in (".json", ".md"):  # refused now, not after minutes of timing, if they are someone else's
+        claim(out / f"{name}{suffix}")
+    return BENCHMARKS[name](cfg, out)

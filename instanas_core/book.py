@@ -741,11 +741,19 @@ def run_book_command(args: Any) -> int:
     return 0
 
 
-def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = None) -> Path:
+def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = None, force: bool = False) -> Path:
     """Copy the PNG figures of a finished book run into ``dest`` (the repository's ``figures/``)
     with a README that says what made them: preset, data set, machine, command, commit, the
-    time each notebook took. Refuses a run whose notebooks did not all complete."""
+    time each notebook took. Refuses a run whose notebooks did not all complete.
+
+    ``dest`` keeps a manifest (:mod:`instanas_core.ownership`) of the files this command wrote:
+    only those are replaced or removed. A folder holding other files is refused unless ``force``,
+    and even then a README this command did not write is kept (the description goes to
+    ``FIGURES.md`` instead)."""
     import shutil
+
+    from .ownership import FolderLock, claim, foreign_entries, recorded_files, start_manifest
+    from .ownership import read_manifest as read_manifest_of
 
     run = Path(run_dir).expanduser().resolve()
     manifest = read_manifest(run)
@@ -757,11 +765,38 @@ def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = 
         raise BookError(f"{run}: notebooks not complete ({', '.join(unfinished) or 'none ran'}); finish the book first.")
     pngs = sorted((run / "figures").glob("*.png"))
     out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
-    for png in pngs:
-        shutil.copy2(png, out / png.name)
+    if out.exists() and not out.is_dir():
+        raise BookError(f"--out {out} is a file, not a folder; choose a folder for the figures.")
+    created = not out.exists()
+    with FolderLock(out, "figures"):
+        foreign = foreign_entries(out)
+        if foreign and not force:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise BookError(
+                f"--out {out} holds files that `instanas figures` did not write ({shown}); nothing was copied. Choose "
+                "an empty or new folder, or pass --force to add the figures beside them (files it did not write are "
+                "still never deleted, and a README it did not write is never replaced)."
+            )
+        if read_manifest_of(out) is None:
+            start_manifest(out, "figures", created)
+        ours = set(recorded_files(out))
+        names = {p.name for p in pngs}
+        for rel in sorted(ours):  # figures of an earlier export that this run no longer has
+            if rel.endswith(".png") and rel not in names:
+                (out / rel).unlink(missing_ok=True)
+        for png in pngs:
+            shutil.copy2(png, claim(out / png.name, force=force))
+        readme = out / "README.md"
+        if readme.exists() and "README.md" not in ours:
+            readme = out / "FIGURES.md"
+            print(f"kept {out / 'README.md'} (not written by this command); the description is in {readme}")
+        _write_figures_readme(claim(readme, force=force), manifest, run, pngs, command)
+    return out
+
+
+def _write_figures_readme(path: Path, manifest: dict, run: Path, pngs: list[Path], command: str | None) -> None:
+    """The README of an exported figures folder: what made the figures, where and how long."""
+    notebooks = manifest.get("notebooks", {})
     cfg = book_preset(manifest["preset"])
     env = manifest.get("environment", {})
     from .data import dataset_info
@@ -785,8 +820,7 @@ def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = 
         lines.append(f"| {name} | {entry.get('seconds') or 0:.0f} | {figs} |")
     total = sum(e.get("seconds") or 0 for e in notebooks.values())
     lines += ["", f"Total: {total / 60:.1f} min over {len(notebooks)} notebooks; {len(pngs)} figures.", ""]
-    (out / "README.md").write_text("\n".join(lines))
-    return out
+    path.write_text("\n".join(lines))
 
 
 # ---- helpers for the notebooks ------------------------------------------------------------------
@@ -1462,16 +1496,14 @@ def variant_config(cfg: Any, letter: str, overrides: Sequence[str] = ()) -> Any:
 
 
 def ensure_evaluation(cfg: Any, run_dir: str | Path, folder: str) -> dict:
-    """The evaluation of ``cfg.evaluate.source`` in ``RUN/<folder>`` (loaded when made with the
-    same settings). The evaluate stage writes ``RUN/evaluate``; the book keeps one folder per
-    evaluated model by moving it to ``RUN/<folder>``."""
-    import shutil
-
+    """The evaluation of ``cfg.evaluate.source`` in ``RUN/<folder>`` (``evaluate.out_dir``; loaded
+    when made with the same settings): the book keeps one folder per evaluated model."""
     from .rundir import load_json
     from .stages import format_evaluate_summary, run_evaluate
 
     run = Path(run_dir)
     dest = run / folder
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, out_dir=folder))
     model = run / cfg.evaluate.source / "last.pt"
     if (dest / "summary.json").is_file() and (dest / "config.json").is_file():
         stale = model.is_file() and model.stat().st_mtime_ns > (dest / "summary.json").stat().st_mtime_ns  # trained again since
@@ -1480,16 +1512,8 @@ def ensure_evaluation(cfg: Any, run_dir: str | Path, folder: str) -> dict:
             print(f"loaded {dest}: {format_evaluate_summary(summary)}")
             return summary
     t0 = time.perf_counter()
-    names = {f.name for f in dataclasses.fields(cfg.evaluate)}
-    if "out_dir" in names:  # the stage can write there itself
-        cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, out_dir=folder))
     with _quiet_progress():
         summary = run_evaluate(cfg, run, overwrite=True, progress=False)
-    made = run / getattr(cfg.evaluate, "out_dir", "evaluate")
-    if made != dest:
-        if dest.exists():
-            shutil.rmtree(dest)
-        made.replace(dest)
     print(f"{format_evaluate_summary(summary)} [{time.perf_counter() - t0:.1f} s] -> {dest}")
     return summary
 

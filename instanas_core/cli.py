@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -138,7 +139,7 @@ def resolve_stage_config(stage: str, args: argparse.Namespace):
     earlier stage of the same run; then --dataset, --device and --set overrides."""
     from pathlib import Path
 
-    from .config import ConfigError, apply_overrides, config_from_dict, get_preset
+    from .config import ConfigError, apply_overrides, config_from_dict, get_preset, override_target
     from .rundir import load_json
 
     run = Path(args.run_dir)
@@ -149,7 +150,7 @@ def resolve_stage_config(stage: str, args: argparse.Namespace):
         if not Path(config_file).is_file():
             raise ConfigError(f"--config {config_file}: no such file; pass a config.json that a stage wrote.")
         try:
-            cfg = config_from_dict(load_json(config_file))
+            cfg = config_from_dict(load_json(config_file), source=config_file)
         except ValueError as exc:
             raise ConfigError(f"--config {config_file} is not a configuration this code can read: {exc}") from None
     elif args.preset is not None:
@@ -161,15 +162,22 @@ def resolve_stage_config(stage: str, args: argparse.Namespace):
                 f"--preset is needed for the first stage of a run ({run} has no saved configuration); "
                 "presets: smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet."
             )
-        cfg = config_from_dict(load_json(saved[0]))
-    extra = []
+        cfg = config_from_dict(load_json(saved[0]), source=saved[0])
+    # (setting, value, the option that gave it): --dataset, --device and --download are shorthands
+    # for settings that --set may also name; one given both ways is refused like a repeated --set.
+    options = []
     if args.dataset is not None:
-        extra.append(f"experiment.dataset={args.dataset}")
+        options.append(("experiment.dataset", args.dataset, f"--dataset {args.dataset}"))
     if args.device is not None:
-        extra.append(f"experiment.device={args.device}")
+        options.append(("experiment.device", args.device, f"--device {args.device}"))
     if getattr(args, "download", False):
-        extra.append("experiment.download=true")
-    return apply_overrides(cfg, extra + list(args.overrides), section=stage)
+        options.append(("experiment.download", "true", "--download"))
+    given = {key: option for key, _, option in options}
+    for item in args.overrides:
+        sec, name, _ = override_target(cfg, item, stage)
+        if f"{sec}.{name}" in given:
+            raise ConfigError(f"{sec}.{name} is set twice ({given[f'{sec}.{name}']} and --set {item}); give it once.")
+    return apply_overrides(cfg, [f"{key}={value}" for key, value, _ in options] + list(args.overrides), section=stage)
 
 
 def _stage_runner(stage: str):
@@ -279,13 +287,16 @@ def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="a finished book run")
     p.add_argument("--out", default="figures", help="destination folder (default figures/)")
     p.add_argument("--made-by", default=None, metavar="COMMAND", help="the command that made the run, for the README")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that holds files this command did not write (they are kept, "
+                   "and so is a README it did not write)")
 
 
 def _figures_run(args: argparse.Namespace) -> int:
     from .book import export_figures
 
-    out = export_figures(args.run_dir, args.out, args.made_by)
-    print(f"copied the figures of {args.run_dir} to {out} (see {out / 'README.md'})")
+    out = export_figures(args.run_dir, args.out, args.made_by, force=args.force)
+    print(f"copied the figures of {args.run_dir} to {out}")
     return 0
 
 
@@ -304,21 +315,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that locks are released and a stage that made
+    nothing durable cleans up, as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = COMMANDS[args.command][1]
+    previous = signal.getsignal(signal.SIGTERM) if _on_main_thread() else None
+    if previous is not None:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run(args)
-    except KeyboardInterrupt:
-        print(f"instanas {args.command}: interrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how, status = ("stopped (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        print(f"instanas {args.command}: {how}.{_resume_hint(args)}", file=sys.stderr)
+        return status
     except (ValueError, OSError, RuntimeError, DatasetError) as exc:
         if os.environ.get("INSTANAS_DEBUG"):
             raise
         where = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1 else ""
         print(f"instanas {args.command}{where}: error: {one_paragraph(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if args.command in ("pretrain", "search", "finetune", "evaluate", "baseline", "comparator"):
+        return " Resume with --resume: the stage's last checkpoint is kept."
+    if args.command == "book" or (args.command == "bench" and getattr(args, "name", "") == "tradeoff"):
+        return " Run the same command again to resume: finished work is kept and skipped."
+    return ""
 
 
 def one_paragraph(exc: BaseException) -> str:

@@ -27,8 +27,10 @@ Presets (:data:`PRESETS`, :func:`get_preset`):
   and are marked as such below).
 
 Overrides: ``apply_overrides(cfg, ["search.epochs=3", "seed=1"], section="search")`` converts each
-string to the field's type and refuses unknown keys and bad values with one paragraph that lists
-the valid keys. An unqualified key is looked up in ``section`` first, then in ``experiment``.
+string to the field's type and refuses unknown keys, a setting given twice and bad values with one
+paragraph that lists the valid keys. An unqualified key is looked up in ``section`` first, then in
+``experiment``. Every section checks its own fields (type, range, finite numbers) whether they come
+from ``--set``, a ``config.json`` (:func:`config_from_dict`) or Python.
 """
 
 from __future__ import annotations
@@ -38,8 +40,19 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ownership import check_folder_name
 from .profile import ProfileConfig
 from .search_space import SearchSpace, make_search_space, stage_table
+from .validation import (
+    SEED_MAX,
+    check_device,
+    check_field_types,
+    check_finite_floats,
+    check_seed,
+    check_width_mult,
+    is_finite_number,
+    json_kind,
+)
 
 __all__ = [
     "ConfigError",
@@ -56,6 +69,7 @@ __all__ = [
     "PRESETS",
     "get_preset",
     "apply_overrides",
+    "override_target",
     "config_to_dict",
     "config_from_dict",
     "stage_profile_config",
@@ -64,6 +78,7 @@ __all__ = [
 STAGES = ("profile", "pretrain", "search", "finetune", "evaluate", "baseline", "comparator")
 _SCHEDULES = ("cosine", "step", "constant")
 _VARIANTS = ("A", "B", "C", "D", "E")
+_OTHER_STAGE_FOLDERS = ("profile", "pretrain", "search", "evaluate", "baselines", "comparators")
 
 
 class ConfigError(ValueError):
@@ -75,22 +90,37 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+# The range checks below run after check_field_types, so every value they see is a number (or None
+# where the field allows it); NaN fails every comparison, and infinity is refused by name here.
 def _positive(obj: Any, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
-        _check(v is not None and v > 0, f"{type(obj).__name__}.{n} must be positive, got {v!r}.")
+        ok = is_finite_number(v) and v > 0
+        _check(ok, f"{type(obj).__name__}.{n} must be positive (and finite), got {v!r}.")
 
 
 def _non_negative(obj: Any, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
-        _check(v is not None and v >= 0, f"{type(obj).__name__}.{n} must be >= 0, got {v!r}.")
+        ok = is_finite_number(v) and v >= 0
+        _check(ok, f"{type(obj).__name__}.{n} must be >= 0 (and finite), got {v!r}.")
 
 
 def _optional_positive(obj: Any, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
-        _check(v is None or v > 0, f"{type(obj).__name__}.{n} must be positive or none, got {v!r}.")
+        ok = v is None or (is_finite_number(v) and v > 0)
+        _check(ok, f"{type(obj).__name__}.{n} must be positive (and finite) or none, got {v!r}.")
+
+
+def _types(obj: Any) -> None:
+    """First check of every section: each field holds a value of its declared type."""
+    check_field_types(obj, ConfigError)
+
+
+def _finite(obj: Any) -> None:
+    """Last check of every section: no float field is NaN or infinite (whatever its range check)."""
+    check_finite_floats(obj, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -99,16 +129,16 @@ class ExperimentConfig:
 
     dataset: str = "digits"
     data_root: str | None = None  # None: the data layer's default ($INSTANAS_DATA or ./data)
-    width_mult: float = 1.0
+    width_mult: float = 1.0  # 0.1 to 4.0 (validation.WIDTH_MULT_MIN, WIDTH_MULT_MAX)
     # 24-channel stage stride: None keeps the paper's (1 at 32 px, 2 at 64/224 px). 2 at 32 px
     # computes cells 1-16 on 4x fewer pixels (about 7x faster training on 2 CPU cores).
     stage24_stride: int | None = None
     train_per_class: int | None = None  # class-balanced subset of the training split
     eval_per_class: int | None = None  # ... of the validation and test splits
     data_size: int | None = None  # synthetic-difficulty only: images generated per split
-    data_seed: int = 0  # subsets and synthetic images (independent of the training seed)
+    data_seed: int = 0  # subsets and synthetic images (independent of the training seed); seeds: 0 to 2**32 - 1
     seed: int = 0  # model initialisation, data order, augmentation, policy sampling
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda or cuda:N
     augment: bool = True  # the §4.2 training augmentation (crop, flip, Cutout) of the data set
     download: bool = False  # cifar10/cifar100 only: fetch the files into data_root when missing
     num_workers: int = 0
@@ -131,21 +161,22 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         from .data import list_datasets
 
+        check_seed(self, "seed", ConfigError)  # before the type check, so that a float seed hears the range
+        check_seed(self, "data_seed", ConfigError)
+        _types(self)
         known = list_datasets()
         _check(self.dataset in known, f"unknown dataset {self.dataset!r}; known: {', '.join(known)}.")
-        _positive(self, "width_mult")
+        check_width_mult(self, "width_mult", ConfigError)
         _check(self.stage24_stride in (None, 1, 2), f"stage24_stride must be 1, 2 or none, got {self.stage24_stride!r}.")
         _optional_positive(self, "train_per_class", "eval_per_class", "data_size", "threads")
         _check(
             self.data_size is None or self.dataset == "synthetic-difficulty",
             f"data_size only applies to the synthetic-difficulty data set, not {self.dataset!r}.",
         )
-        _non_negative(self, "num_workers", "seed", "data_seed")
+        _non_negative(self, "num_workers")
         _check(self.execution in ("subset", "masked"), f"execution must be 'subset' or 'masked', got {self.execution!r}.")
-        _check(
-            self.device == "cpu" or self.device.startswith("cuda"),
-            f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.",
-        )
+        check_device(self, "device", ConfigError)
+        _finite(self)
 
     @property
     def use_channels_last(self) -> bool:
@@ -193,6 +224,7 @@ class PretrainConfig:
     stop_after_epoch: int | None = None  # debug: stop (as if interrupted) once this epoch is done
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "epochs", "batch_size", "lr")
         _non_negative(self, "momentum", "weight_decay")
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
@@ -200,6 +232,7 @@ class PretrainConfig:
         _check(0.0 <= self.drop_max < 1.0, f"drop_max must lie in [0, 1), got {self.drop_max}.")
         _optional_positive(self, "max_steps_per_epoch")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+        _finite(self)
 
 
 @dataclass(frozen=True)
@@ -257,6 +290,7 @@ class SearchConfig:
     stop_after_epoch: int | None = None
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "epochs", "batch_size", "controller_lr", "graph_lr", "measure_min_run_time", "measure_blocks")
         _non_negative(self, "controller_weight_decay", "graph_momentum", "graph_weight_decay", "measure_samples")
         _check(0.0 <= self.alpha <= 1.0, f"alpha must lie in [0, 1], got {self.alpha}.")
@@ -271,6 +305,7 @@ class SearchConfig:
         if self.upper_start_ms is not None and self.upper_end_ms is not None:
             _check(self.upper_start_ms >= self.upper_end_ms, "upper_start_ms must be >= upper_end_ms (U_t shrinks).")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+        _finite(self)
 
 
 @dataclass(frozen=True)
@@ -303,18 +338,24 @@ class FinetuneConfig:
     stop_after_epoch: int | None = None
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "epochs", "batch_size")
         _optional_positive(self, "lr", "max_steps_per_epoch")
+        _non_negative(self, "momentum")
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay must be >= 0 or none.")
         _check(self.mode in ("finetune", "retrain"), f"mode must be 'finetune' or 'retrain', got {self.mode!r}.")
         _check(self.optimizer in (None, "sgd", "adam"), f"optimizer must be sgd, adam or none, got {self.optimizer!r}.")
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _check(_valid_variant(self.variant), f"variant must be one of A-E, 'epoch:N' or 'last', got {self.variant!r}.")
+        # A name, never a path: --overwrite deletes the files recorded in that folder (ownership.py).
+        check_folder_name(self.out_dir, "finetune.out_dir")
         _check(
-            bool(self.out_dir) and "/" not in self.out_dir and self.out_dir not in ("profile", "pretrain", "search", "evaluate", "baselines", "comparators"),
-            f"out_dir must be a plain folder name other than another stage's, got {self.out_dir!r}.",
+            "/" not in self.out_dir and self.out_dir not in _OTHER_STAGE_FOLDERS,
+            f"finetune.out_dir must be a new sub-folder of the run folder: one plain folder name other than another "
+            f"stage's ({', '.join(_OTHER_STAGE_FOLDERS)}), got {self.out_dir!r}.",
         )
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+        _finite(self)
 
     @property
     def resolved_optimizer(self) -> str:
@@ -341,6 +382,8 @@ class EvaluateConfig:
     ``source``: the stage folder whose model is evaluated (``finetune``, any fine-tune
     ``out_dir``, or ``search``, which evaluates ``variant``'s search checkpoint as is).
     ``split``: ``test`` for reported numbers (never used for selection), or ``val``.
+    ``out_dir``: the stage folder inside the run (``evaluate`` by default; the book writes
+    ``evaluate-<variant>``).
     """
 
     source: str = "finetune"
@@ -351,13 +394,22 @@ class EvaluateConfig:
     measure_min_run_time: float = 0.05
     measure_blocks: int = 3
     measure_threads: int = 1
+    out_dir: str = "evaluate"
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "batch_size", "measure_min_run_time", "measure_blocks", "measure_threads")
         _non_negative(self, "measure_samples")
         _check(self.split in ("val", "test", "train"), f"split must be val, test or train, got {self.split!r}.")
         _check(_valid_variant(self.variant), f"variant must be one of A-E, 'epoch:N' or 'last', got {self.variant!r}.")
-        _check(bool(self.source) and "/" not in self.source, f"source must be a stage folder name, got {self.source!r}.")
+        check_folder_name(self.source, "evaluate.source")
+        check_folder_name(self.out_dir, "evaluate.out_dir")
+        _check(
+            "/" not in self.out_dir and self.out_dir not in _OTHER_STAGE_FOLDERS or self.out_dir == "evaluate",
+            f"evaluate.out_dir must be a new sub-folder of the run folder: one plain folder name other than another "
+            f"stage's, got {self.out_dir!r}.",
+        )
+        _finite(self)
 
 
 @dataclass(frozen=True)
@@ -387,12 +439,14 @@ class BaselineConfig:
     stop_after_epoch: int | None = None  # debug: stop (as if interrupted) once this epoch is done
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "epochs", "batch_size", "lr")
         _non_negative(self, "weight_decay", "momentum")
         _check(self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {self.optimizer!r}.")
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _optional_positive(self, "max_steps_per_epoch")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+        _finite(self)
 
 
 def baseline_like_retrain(finetune: FinetuneConfig) -> BaselineConfig:
@@ -458,6 +512,7 @@ class ComparatorConfig:
     oneshot_retrain_top: int = 5
 
     def __post_init__(self) -> None:
+        _types(self)
         _positive(self, "epochs", "batch_size", "blockdrop_lr", "blockdrop_backbone_lr", "aig_lr", "aig_tau")
         _positive(self, "oneshot_samples")
         _non_negative(self, "blockdrop_penalty", "aig_weight_decay", "aig_rate_weight", "oneshot_retrain_top")
@@ -467,6 +522,7 @@ class ComparatorConfig:
         _check(self.oneshot_bn in ("batch", "running"), f"oneshot_bn must be batch or running, got {self.oneshot_bn!r}.")
         _optional_positive(self, "max_steps_per_epoch", "oneshot_eval_batches")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
+        _finite(self)
 
 
 def _valid_variant(v: str) -> bool:
@@ -626,7 +682,8 @@ _NONE = ("none", "null")
 
 
 def _convert(text: str, hint: Any, key: str) -> Any:
-    """``text`` as a value of type ``hint`` (bool, int, float, str, or X | None)."""
+    """``text`` as a value of type ``hint`` (bool, int, float, str, or X | None). Ranges, and
+    finiteness of floats, are checked by the section's ``__post_init__``."""
     args = typing.get_args(hint)
     if type(None) in args:
         if text.strip().lower() in _NONE:
@@ -644,7 +701,9 @@ def _convert(text: str, hint: Any, key: str) -> Any:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"{key} expects an integer, got {text!r}.") from None
+            # seeds are where a float spelling (1e23) is most likely; say their range with the form
+            span = f" from 0 to {SEED_MAX}" if key.rsplit(".", 1)[-1] in ("seed", "data_seed") else ""
+            raise ConfigError(f"{key} expects an integer{span}, written in digits (such as 3), got {text!r}.") from None
     if hint is float:
         try:
             return float(text)
@@ -668,34 +727,77 @@ def _valid_keys(cfg: Config, section: str | None) -> str:
     return "; ".join(parts)
 
 
+def override_target(cfg: Config, item: str, section: str | None = None) -> tuple[str, str, str]:
+    """The ``(section, field, value text)`` that one ``key=value`` override sets (see
+    :func:`apply_overrides` for how an unqualified key is resolved); unknown keys are refused."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value. Valid keys: {_valid_keys(cfg, section)}.")
+    key, text = (s.strip() for s in item.split("=", 1))
+    if "." in key:
+        sec, name = key.split(".", 1)
+        if sec not in _SECTIONS:
+            raise ConfigError(f"unknown section {sec!r} in {item!r}. Valid keys: {_valid_keys(cfg, section)}.")
+    else:
+        sec, name = None, key
+        for candidate in ([section] if section else []) + ["experiment"]:
+            if name in {f.name for f in dataclasses.fields(getattr(cfg, candidate))}:
+                sec = candidate
+                break
+        if sec is None:
+            raise ConfigError(f"unknown setting {key!r}. Valid keys: {_valid_keys(cfg, section)}.")
+    if name not in _hints(getattr(cfg, sec)):
+        raise ConfigError(f"unknown setting {sec}.{name!r}. Valid keys: {_valid_keys(cfg, section)}.")
+    return sec, name, text
+
+
+# Fields of the profile section that a stage does not read: stage_profile_config takes them from the
+# experiment (the data set's resolution and class count, its width, device and seed). A value given
+# for one of them that differs from the experiment's would be silently ignored, so it is refused.
+_PROFILE_FROM_EXPERIMENT = ("resolution", "num_classes", "width_mult", "device", "seed")
+
+
+def _check_profile_overrides(cfg: Config, given: dict[str, Any]) -> None:
+    derived = stage_profile_config(cfg)
+    info = cfg.experiment.info
+    for name in _PROFILE_FROM_EXPERIMENT:
+        if name not in given or given[name] == getattr(derived, name):
+            continue
+        if name == "num_classes":
+            raise ConfigError(
+                f"profile.num_classes={given[name]!r} does not match the data set: {cfg.experiment.dataset} has "
+                f"{info.num_classes} classes, and a run's latency table is profiled for the data set's class count "
+                "(the size of the classifier). Leave profile.num_classes out (stages take it from experiment.dataset) "
+                f"or choose a data set with {given[name]!r} classes."
+            )
+        if name == "resolution":
+            raise ConfigError(
+                f"profile.resolution={given[name]!r} does not match the data set: {cfg.experiment.dataset}'s images "
+                f"are {info.resolution} px, and a run's latency table is profiled at the data set's resolution. "
+                "Leave profile.resolution out (stages take it from experiment.dataset)."
+            )
+        raise ConfigError(
+            f"profile.{name}={given[name]!r} differs from experiment.{name}={getattr(derived, name)!r}, which stages "
+            f"profile with (a profile.{name} of its own would be ignored). Set experiment.{name} instead."
+        )
+
+
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section: str | None = None) -> Config:
     """Apply ``key=value`` strings; ``key`` is ``section.field`` or a bare field of ``section``
     or of ``experiment``. Returns a new Config; values are validated by each section's
-    ``__post_init__``."""
+    ``__post_init__``. A setting given twice (also once qualified and once not) is refused rather
+    than silently taking the last value."""
     if section is not None and section not in STAGES:
         raise ConfigError(f"unknown stage {section!r}; stages: {', '.join(STAGES)}.")
     changes: dict[str, dict[str, Any]] = {}
+    given_as: dict[tuple[str, str], str] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value. Valid keys: {_valid_keys(cfg, section)}.")
-        key, text = (s.strip() for s in item.split("=", 1))
-        if "." in key:
-            sec, name = key.split(".", 1)
-            if sec not in _SECTIONS:
-                raise ConfigError(f"unknown section {sec!r} in {item!r}. Valid keys: {_valid_keys(cfg, section)}.")
-        else:
-            sec, name = None, key
-            for candidate in ([section] if section else []) + ["experiment"]:
-                if name in {f.name for f in dataclasses.fields(getattr(cfg, candidate))}:
-                    sec = candidate
-                    break
-            if sec is None:
-                raise ConfigError(f"unknown setting {key!r}. Valid keys: {_valid_keys(cfg, section)}.")
-        obj = getattr(cfg, sec)
-        hints = _hints(obj)
-        if name not in hints:
-            raise ConfigError(f"unknown setting {sec}.{name!r}. Valid keys: {_valid_keys(cfg, section)}.")
-        changes.setdefault(sec, {})[name] = _convert(text, hints[name], f"{sec}.{name}")
+        sec, name, text = override_target(cfg, item, section)
+        if (sec, name) in given_as:
+            raise ConfigError(
+                f"{sec}.{name} is set twice ({given_as[sec, name]!r} and {item!r}); give each setting once."
+            )
+        given_as[sec, name] = item
+        changes.setdefault(sec, {})[name] = _convert(text, _hints(getattr(cfg, sec))[name], f"{sec}.{name}")
     new = {}
     for sec, values in changes.items():
         try:
@@ -704,27 +806,71 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section
             raise
         except ValueError as exc:  # ProfileConfig's own checks
             raise ConfigError(str(exc)) from None
-    return dataclasses.replace(cfg, **new)
+    out = dataclasses.replace(cfg, **new)
+    if "profile" in changes:
+        _check_profile_overrides(out, changes["profile"])
+    return out
 
 
 def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(d: dict) -> Config:
+_SECTION_KINDS: dict[str, type] = {
+    "experiment": ExperimentConfig,
+    "profile": ProfileConfig,
+    "pretrain": PretrainConfig,
+    "search": SearchConfig,
+    "finetune": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+    "baseline": BaselineConfig,
+    "comparator": ComparatorConfig,
+}
+
+
+def config_from_dict(d: Any, source: Any = None) -> Config:
     """Inverse of :func:`config_to_dict`; unknown keys are refused (a config from another
-    version of the code should be looked at, not silently half-read)."""
-    kinds = {
-        "experiment": ExperimentConfig,
-        "profile": ProfileConfig,
-        "pretrain": PretrainConfig,
-        "search": SearchConfig,
-        "finetune": FinetuneConfig,
-        "evaluate": EvaluateConfig,
-        "baseline": BaselineConfig,
-        "comparator": ComparatorConfig,
-    }
-    try:
-        return Config(preset=d.get("preset", "custom"), **{k: kinds[k](**d[k]) for k in kinds if k in d})
-    except TypeError as exc:
-        raise ConfigError(f"saved configuration does not match this version of the code: {exc}.") from None
+    version of the code should be looked at, not silently half-read).
+
+    ``d`` may be any JSON value (a hand-edited or damaged ``config.json``): whatever is wrong is
+    refused with one :class:`ConfigError` that names ``source`` (the file, when given), the section
+    and the setting.
+    """
+    where = f"the configuration {source}" if source is not None else "the saved configuration"
+    fix = (
+        "Restore the file from a copy, or start from a preset instead (--preset, with --overwrite for a stage folder)."
+    )
+
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"{where} {what}. {fix}")
+
+    if not isinstance(d, dict):
+        raise refuse(
+            f"is {json_kind(d)}, not a JSON object of sections (a config.json that a stage wrote is an object with "
+            f"the keys preset, {', '.join(_SECTION_KINDS)})"
+        )
+    unknown = [k for k in d if k != "preset" and k not in _SECTION_KINDS]
+    if unknown:
+        raise refuse(f"has unknown sections {', '.join(map(repr, unknown))} (sections: {', '.join(_SECTION_KINDS)})")
+    preset = d.get("preset", "custom")
+    if not isinstance(preset, str):
+        raise refuse(f"has a preset that is {json_kind(preset)}, not a name")
+    sections = {}
+    for name, kind in _SECTION_KINDS.items():
+        if name not in d:
+            continue
+        values = d[name]
+        if not isinstance(values, dict):
+            raise refuse(f"has a section {name!r} that is {json_kind(values)}, not a JSON object of settings")
+        fields = [f.name for f in dataclasses.fields(kind)]
+        extra = [k for k in values if k not in fields]
+        if extra:
+            raise refuse(
+                f"has settings in section {name!r} that this version of the code does not know: "
+                f"{', '.join(map(repr, extra))} (valid: {', '.join(fields)})"
+            )
+        try:
+            sections[name] = kind(**values)
+        except (ValueError, TypeError) as exc:  # the section's own checks (ProfileConfig raises ValueError)
+            raise refuse(f"has a bad value in section {name!r}: {str(exc).rstrip('.')}") from None
+    return Config(preset=preset, **sections)

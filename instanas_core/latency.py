@@ -32,7 +32,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from .flops import count_macs, count_params
 from .meta_graph import MetaGraph
 from .policy import enforce_at_least_one, sample_random_policy
 from .search_space import SearchSpace
+from .validation import is_finite_number, json_kind
 
 __all__ = [
     "TimingConfig",
@@ -193,51 +194,86 @@ class LatencyTable:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LatencyTable":
+    def from_dict(cls, d: Any) -> "LatencyTable":
+        """The table that :meth:`to_dict` wrote. Every entry is checked (a hand-edited or damaged
+        table would otherwise train silently on wrong latencies, or fail far from the file): the
+        space is a valid search space matching its hash, each (cell, module) grid has the space's
+        shape, and every latency and count is a finite number >= 0."""
+        if not isinstance(d, dict):
+            raise LatencyTableError(f"it holds {json_kind(d)}, not a JSON object of table entries.")
+        version = d.get("format_version", LUT_FORMAT_VERSION)
+        if version != LUT_FORMAT_VERSION:
+            raise LatencyTableError(f"it is in table format {version!r}; this code reads format {LUT_FORMAT_VERSION}.")
+        missing = [key for key in ("space", *_GRIDS, *_SCALARS) if key not in d]
+        if missing:
+            raise LatencyTableError(f"it has no entry {', '.join(map(repr, missing))}.")
         try:
             space = SearchSpace.from_dict(d["space"])
-            if d.get("space_hash") not in (None, space.space_hash()):
-                raise LatencyTableError("the table's space hash does not match its own space description.")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LatencyTableError(f"its 'space' entry is not a search space ({exc}).") from None
+        if d.get("space_hash") not in (None, space.space_hash()):
+            raise LatencyTableError("the table's space hash does not match its own space description.")
+        stage_numbers = [v for st in space.stages for v in dataclasses.astuple(st)]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in stage_numbers):
+            raise LatencyTableError("its 'space' entry has a stage that is not four positive integers.")
+        try:
             t, k = space.num_cells, space.num_modules
-
-            def arr(key: str) -> np.ndarray:
-                a = np.asarray(d[key], dtype=np.float64)
-                if a.shape != (t, k):
-                    raise LatencyTableError(f"entry {key!r} has shape {a.shape}, expected {(t, k)}.")
-                return a
-
-            return cls(
-                space=space,
-                cell_module_ms=arr("cell_module_ms"),
-                cell_module_median_ms=arr("cell_module_median_ms"),
-                cell_module_iqr_ms=arr("cell_module_iqr_ms"),
-                stem_ms=float(d["stem_ms"]),
-                head_ms=float(d["head_ms"]),
-                controller_ms=float(d["controller_ms"]),
-                cell_module_macs=arr("cell_module_macs"),
-                cell_module_params=arr("cell_module_params"),
-                meta=dict(d.get("meta", {})),
-                calibration=d.get("calibration"),
+            space.cells()  # stem, resolution and strides are usable numbers
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LatencyTableError(f"its 'space' entry is not a search space ({exc}).") from None
+        if "modules" in d and d["modules"] != list(space.modules):
+            raise LatencyTableError(
+                f"its 'modules' entry {d['modules']!r} does not match its space's {list(space.modules)}."
             )
-        except (KeyError, TypeError) as exc:
-            raise LatencyTableError(f"not a latency table (missing or malformed field: {exc}).") from None
+        grids = {key: _grid(d[key], key, t, k, space) for key in _GRIDS}
+        scalars = {key: _non_negative_number(d[key], key) for key in _SCALARS}
+        meta = d.get("meta", {})
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise LatencyTableError(f"its 'meta' entry is {json_kind(meta)}, not a JSON object.")
+        return cls(
+            space=space,
+            cell_module_ms=grids["cell_module_ms"],
+            cell_module_median_ms=grids["cell_module_median_ms"],
+            cell_module_iqr_ms=grids["cell_module_iqr_ms"],
+            stem_ms=scalars["stem_ms"],
+            head_ms=scalars["head_ms"],
+            controller_ms=scalars["controller_ms"],
+            cell_module_macs=grids["cell_module_macs"],
+            cell_module_params=grids["cell_module_params"],
+            meta=dict(meta),
+            calibration=_calibration(d.get("calibration")),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
+        """Read and check a ``lut.json`` (see :meth:`from_dict`); any problem is one
+        :class:`LatencyTableError` naming the file, the entry and what to do."""
         path = Path(path)
         if not path.is_file():
             raise LatencyTableError(
                 f"latency table {path} does not exist; create it with "
                 f"`instanas profile --resolution R --out {path.parent}`."
             )
+        fix = (
+            "It was edited by hand or damaged: delete it, and a stage profiles a new one for its run (or write one "
+            f"with `instanas profile --resolution R --width-mult W --out {path.parent}`)."
+        )
         try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LatencyTableError(f"latency table {path} is not valid JSON ({exc}); re-run `instanas profile`.") from None
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise LatencyTableError(f"latency table {path} is not a text file (not UTF-8). {fix}") from None
+        except ValueError as exc:  # a JSONDecodeError, or a number too long to convert
+            raise LatencyTableError(f"latency table {path} is not valid JSON ({exc}). {fix}") from None
+        except RecursionError:
+            raise LatencyTableError(
+                f"latency table {path} is not a table this project wrote (its JSON is nested too deeply). {fix}"
+            ) from None
         try:
             return cls.from_dict(d)
         except LatencyTableError as exc:
-            raise LatencyTableError(f"latency table {path}: {exc}") from None
+            raise LatencyTableError(f"latency table {path}: {str(exc).rstrip('.')}. {fix}") from None
 
     def check_compatible(self, space: SearchSpace, device: str | torch.device | None = None) -> None:
         """Refuse a table made for another space (resolution, width, classes) or device type."""
@@ -260,6 +296,53 @@ class LatencyTable:
                     f"the latency table was profiled on {have} but this run uses {want}; "
                     f"profile on the device you train for with `instanas profile --device {want}`."
                 )
+
+
+# The (cell, module) grids of a table and its single numbers; all are >= 0 (ms, MACs, parameters).
+_GRIDS = ("cell_module_ms", "cell_module_median_ms", "cell_module_iqr_ms", "cell_module_macs", "cell_module_params")
+_SCALARS = ("stem_ms", "head_ms", "controller_ms")
+
+
+def _non_negative_number(value: Any, where: str) -> float:
+    """``value`` as a float when it is a finite number >= 0 (a latency in ms, a count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LatencyTableError(f"{where} is {json_kind(value)}, but every entry must be a number >= 0.")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
+        raise LatencyTableError(f"{where} is {value!r}, but every entry must be a finite number >= 0.")
+    return number
+
+
+def _grid(value: Any, key: str, t: int, k: int, space: SearchSpace) -> np.ndarray:
+    """A (cells, modules) grid: ``t`` lists of ``k`` finite numbers >= 0."""
+    shape = f"{t} cells x {k} modules ({', '.join(space.modules)})"
+    if not isinstance(value, list) or len(value) != t:
+        got = f"has {len(value)} rows" if isinstance(value, list) else f"is {json_kind(value)}"
+        raise LatencyTableError(f"entry {key!r} does not have the shape {shape}: it {got}.")
+    out = np.zeros((t, k))
+    for i, row in enumerate(value):
+        if not isinstance(row, list) or len(row) != k:
+            got = f"has {len(row)} entries" if isinstance(row, list) else f"is {json_kind(row)}"
+            raise LatencyTableError(f"entry {key!r} does not have the shape {shape}: its row {key}[{i}] {got}.")
+        for j, v in enumerate(row):
+            out[i, j] = _non_negative_number(v, f"{key}[{i}][{j}] (cell {i}, module {space.modules[j]})")
+    return out
+
+
+def _calibration(value: Any) -> dict | None:
+    """None, or a dict whose ``coef`` is two finite numbers (``measured ~ a * raw_sum + b``)."""
+    if value is None:
+        return None
+    coef = value.get("coef") if isinstance(value, dict) else None
+    ok = isinstance(coef, list) and len(coef) == 2 and all(is_finite_number(c) for c in coef)
+    if not ok:
+        raise LatencyTableError(
+            f"its 'calibration' entry is not an object with 'coef': [a, b] of two finite numbers (got {value!r:.80})."
+        )
+    return dict(value)
 
 
 def _module_timer(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:

@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .ownership import record_written
+
 __all__ = [
     "FIGURE_DPI",
     "save_figure",
@@ -59,6 +61,8 @@ def save_figure(fig: Figure, run_dir: str | Path, name: str, dpi: int = FIGURE_D
     out = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf"}
+    for path in paths.values():  # listed in the manifest of an output folder that keeps one
+        record_written(path)
     fig.savefig(paths["png"], dpi=dpi)
     fig.savefig(paths["pdf"])
     return paths

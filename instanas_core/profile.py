@@ -36,7 +36,16 @@ from .latency import (
     sample_children,
 )
 from .meta_graph import build_meta_graph
+from .ownership import claim, open_output_folder
 from .search_space import RESOLUTIONS
+from .validation import (
+    check_device,
+    check_field_types,
+    check_finite_floats,
+    check_seed,
+    check_width_mult,
+    is_finite_number,
+)
 
 __all__ = ["ProfileConfig", "run_profile", "format_summary"]
 
@@ -60,6 +69,8 @@ class ProfileConfig:
     passes: int = 2
 
     def __post_init__(self) -> None:
+        check_seed(self, "seed")  # before the type check, so that a float seed hears the range
+        check_field_types(self)  # then the range checks below compare numbers
         if self.resolution not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution}.")
         if self.children < 0:
@@ -72,6 +83,15 @@ class ProfileConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}.")
         if self.passes < 2 or self.passes % 2:
             raise ValueError(f"passes must be an even number of at least 2 (measurement and repeat), got {self.passes}.")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}.")
+        if self.blocks < 1:
+            raise ValueError(f"blocks must be at least 1, got {self.blocks}.")
+        if not (is_finite_number(self.min_run_time) and self.min_run_time > 0):
+            raise ValueError(f"min_run_time must be a positive, finite number of seconds, got {self.min_run_time!r}.")
+        check_width_mult(self)
+        check_device(self)
+        check_finite_floats(self)
 
     @property
     def timing(self) -> TimingConfig:
@@ -80,8 +100,10 @@ class ProfileConfig:
 
 def run_profile(cfg: ProfileConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Profile, optionally check on children, write the artifacts; returns the summary."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_output_folder(out_dir, "profile")
+    # Refuse to write over files of someone else's before the minutes of timing, not after.
+    for name in ("lut.json", "summary.json") + (("correlation.csv",) if cfg.children else ()):
+        claim(out / name)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     graph = build_meta_graph(cfg.resolution, cfg.width_mult, cfg.num_classes).to(device).eval()

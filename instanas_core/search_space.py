@@ -38,6 +38,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from .validation import check_width_mult
+
 __all__ = [
     "MODULE_NAMES",
     "DEFAULT_MODULE",
@@ -169,9 +171,8 @@ class SearchSpace:
     default_module: str = DEFAULT_MODULE
 
     def __post_init__(self) -> None:
-        if self.width_mult <= 0:
-            raise ValueError(f"width_mult must be positive, got {self.width_mult}.")
-        if self.num_classes < 1:
+        check_width_mult(self)  # also from a hand-edited lut.json: inf would overflow the channel rounding
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}.")
         if self.default_module not in self.modules:
             raise ValueError(f"default module {self.default_module!r} is not among {self.modules}.")

@@ -61,14 +61,10 @@ STAGE_ARTIFACTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The whole book at the smoke preset, once, for every test of this module."""
-    run = tmp_path_factory.mktemp("book") / "run"
-    t0 = time.perf_counter()
-    manifest = run_book("smoke", run, progress=False, timeout=CELL_TIMEOUT)
-    print(f"smoke book: {time.perf_counter() - t0:.1f} s")
-    return run, manifest
+@pytest.fixture
+def smoke_run(book_smoke_run):
+    """The whole book at the smoke preset, run once per test session (tests/conftest.py)."""
+    return book_smoke_run
 
 
 def test_every_notebook_runs_at_smoke(smoke_run):
@@ -98,9 +94,7 @@ def test_every_notebook_runs_at_smoke(smoke_run):
 
 def test_export_figures_copies_pngs_with_a_readme(smoke_run, tmp_path, capsys):
     run, manifest = smoke_run
-    dest = tmp_path / "figures"
-    (dest).mkdir()
-    (dest / "stale.png").write_bytes(b"old")  # a figure of an earlier export is replaced
+    dest = tmp_path / "figures"  # a new folder (a folder of someone else's: test_bad_inputs_folders.py)
     from instanas_core.cli import main
 
     assert main(["figures", "--run-dir", str(run), "--out", str(dest), "--made-by", "make book"]) == 0

@@ -402,8 +402,10 @@ def run_baseline(
     check_baseline_name(model_name)
     exp, bc = cfg.experiment, cfg.baseline
     folder = f"baselines/{folder_name or model_name}"
-    with distributed_session(exp.device) as dist:
-        start = begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder, dist=dist)
+    with (
+        distributed_session(exp.device) as dist,
+        begin_stage(cfg, run_dir, "baseline", resume, overwrite, out_name=folder, dist=dist) as start,
+    ):
         out, device = start.out, start.device
         previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
         if previous is not None:
@@ -476,7 +478,9 @@ def finished_summary(out: Path) -> dict | None:
     try:
         saved = load_json(path)
     except (OSError, ValueError):
-        raise RunDirError(f"{path} is damaged; use --overwrite to run this stage again.") from None
+        saved = None
+    if not isinstance(saved, dict):  # unreadable, or JSON that is not an object
+        raise RunDirError(f"{path} is damaged; use --overwrite to run this stage again.")
     return saved if saved.get("finished") and saved.get("result_appended") else None
 
 

@@ -37,6 +37,7 @@ from ..latency import (
     sample_children,
 )
 from ..meta_graph import MetaGraph
+from ..ownership import claim, open_output_folder
 from ..policy import greedy_policy
 from ..rundir import (
     MetricsLog,
@@ -44,7 +45,7 @@ from ..rundir import (
     capture_rng_state,
     load_checkpoint,
     load_json,
-    prepare_stage_dir,
+    StageFolder,
     save_checkpoint,
     save_environment,
     save_json,
@@ -399,6 +400,8 @@ def ensure_latency_table(
         except LatencyTableError as exc:
             raise RunDirError(f"{path}: {exc} Delete it to profile a new one.") from None
         return table, path
+    open_output_folder(path.parent, "profile")
+    claim(path)  # never over a lut.json of someone else's (a missing one is profiled here)
     pcfg = stage_profile_config(cfg)
     torch.manual_seed(pcfg.seed)
     graph = MetaGraph(space).to(device).eval()
@@ -510,10 +513,26 @@ def policy_bits(policy: torch.Tensor) -> list[str]:
 # ---- stage preamble ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class StageStart:
+    """What :func:`begin_stage` hands a stage; use it as a context manager (``with begin_stage(...)
+    as start:``) so that the stage folder's lock is held until the stage returns or fails."""
+
     out: Path
     device: torch.device
     resume_state: dict | None  # the checkpoint to continue from, or None
     dist: DistContext = dataclasses.field(default_factory=DistContext)
+    folder: StageFolder | None = None  # rank 0's locked folder (None on the other ranks)
+
+    def __enter__(self) -> "StageStart":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.folder is not None:
+            self.folder.close(failed=exc_type is not None)
+
+
+# The setting that names each stage's folder, for the refusal of a name outside the run folder.
+_FOLDER_SETTINGS = {"finetune": "finetune.out_dir", "evaluate": "evaluate.out_dir", "baseline": "the baseline's folder",
+                    "comparator": "the comparator's folder"}
 
 
 def begin_stage(
@@ -526,42 +545,51 @@ def begin_stage(
     sections: tuple[str, ...] = (),
     dist: DistContext | None = None,
 ) -> StageStart:
-    """Create ``RUN/<stage>``, check a resumed stage's saved config and search space against
-    ``cfg``, write the config and environment, and return the checkpoint to resume from (if any).
+    """Open ``RUN/<stage>`` (:class:`~instanas_core.rundir.StageFolder`: a name inside the run
+    folder, locked, prepared for a new, resumed or overwritten stage), check a resumed stage's saved
+    config and search space against ``cfg``, write the config and environment, and return the
+    checkpoint to resume from (if any).
 
-    Under torchrun (``dist``) rank 0 does the checking and writing while the others wait; then
-    every rank loads the checkpoint.
+    Under torchrun (``dist``) rank 0 does the checking and writing (and holds the lock) while the
+    others wait; then every rank loads the checkpoint.
     """
     name = out_name or stage
     if dist is None:
         dist = single_process(resolve_device(cfg.experiment.device))
     space_hash = cfg.experiment.space().space_hash()
 
-    def prepare() -> tuple[Path, dict | None]:
-        out = prepare_stage_dir(run_dir, name, resume, overwrite)
-        saved = out / "config.json"
-        state = None
-        if resume and (out / "last.pt").is_file():
-            if saved.is_file():
-                _check_same(config_from_dict(load_json(saved)), cfg, ("experiment", stage) + sections, name)
-            state = load_checkpoint(out / "last.pt", map_location="cpu")
-            check_space_hash(state, space_hash, f"cannot resume {name}: {out / 'last.pt'}")
-        _check_experiment_consistent(cfg, Path(run_dir), name)
-        save_json(saved, config_to_dict(cfg))
-        save_environment(
-            out, str(dist.device), cfg.experiment.seed,
-            {"stage": stage, "preset": cfg.preset, "world_size": dist.world_size},
-        )
-        return out, state
+    def prepare() -> tuple[Path, dict | None, StageFolder]:
+        folder = StageFolder(run_dir, name, stage, _FOLDER_SETTINGS.get(stage))
+        out = folder.open(resume, overwrite)
+        try:
+            saved = out / "config.json"
+            state = None
+            if resume and (out / "last.pt").is_file():
+                if saved.is_file():
+                    saved_cfg = config_from_dict(load_json(saved), source=saved)
+                    _check_same(saved_cfg, cfg, ("experiment", stage) + sections, name)
+                state = load_checkpoint(out / "last.pt", map_location="cpu")
+                check_space_hash(state, space_hash, f"cannot resume {name}: {out / 'last.pt'}")
+            _check_experiment_consistent(cfg, Path(run_dir), name)
+            save_json(saved, config_to_dict(cfg))
+            save_environment(
+                out, str(dist.device), cfg.experiment.seed,
+                {"stage": stage, "preset": cfg.preset, "world_size": dist.world_size},
+            )
+        except BaseException:
+            folder.close(failed=True)
+            raise
+        return out, state, folder
 
     prepared = on_main(dist, prepare, share=False)
+    folder = None
     if dist.is_main:
-        out, state = prepared
+        out, state, folder = prepared
     else:
         out = stage_dir(run_dir, name)
         last = out / "last.pt"
         state = load_checkpoint(last, map_location="cpu") if resume and last.is_file() else None
-    return StageStart(out, dist.device, state, dist)
+    return StageStart(out, dist.device, state, dist, folder)
 
 
 # Settings that may differ between an interrupted run and its resumption (and between a finished
@@ -569,6 +597,7 @@ def begin_stage(
 RESUME_FREE_SETTINGS = frozenset({
     "stop_after_epoch", "num_workers", "threads", "device", "data_root", "download", "measure_samples",
     "channels_last",  # a memory layout: the same numbers either way
+    "out_dir",  # where a stage writes (a resumed stage is in its own folder anyway)
 })
 
 
@@ -594,7 +623,9 @@ def _check_experiment_consistent(cfg: Config, run_dir: Path, name: str) -> None:
             continue
         try:
             exp = load_json(other).get("experiment", {})
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object: not a stage's config
+            continue
+        if not isinstance(exp, dict):
             continue
         mine = dataclasses.asdict(cfg.experiment)
         diffs = [f"{k}: {exp.get(k)!r} there, {mine[k]!r} here" for k in _SPACE_KEYS if k in exp and exp[k] != mine[k]]

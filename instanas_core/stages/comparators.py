@@ -233,8 +233,10 @@ def _run_gated(cfg: Config, run_dir, method: str, progress: bool, resume: bool, 
     exp, cc = cfg.experiment, cfg.comparator
     _pretrain_checkpoint(run_dir, f"the {method} comparator")  # before any folder is written
     folder = f"comparators/{method}"
-    with distributed_session(exp.device) as dist:
-        start = begin_stage(cfg, run_dir, "comparator", resume, overwrite, out_name=folder, dist=dist)
+    with (
+        distributed_session(exp.device) as dist,
+        begin_stage(cfg, run_dir, "comparator", resume, overwrite, out_name=folder, dist=dist) as start,
+    ):
         out, device = start.out, start.device
         previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
         if previous is not None:
@@ -433,7 +435,7 @@ def _check_samples_reusable(cfg: Config, out: Path) -> None:
     saved_path = out / "config.json"
     if not (out / "samples.npz").is_file() or not saved_path.is_file():
         return
-    saved = config_from_dict(load_json(saved_path))
+    saved = config_from_dict(load_json(saved_path), source=saved_path)
     diffs = [
         f"comparator.{k}: {getattr(saved.comparator, k)!r} -> {getattr(cfg.comparator, k)!r}"
         for k in _SAMPLE_KEYS
@@ -453,9 +455,18 @@ def _retrain_point(
     cfg: Config, run_dir, record: OneshotRecord, resume: bool, progress: bool, dist: DistContext | None = None
 ) -> dict:
     """Train one frontier architecture from scratch with the baseline trainer; append its row."""
-    exp = cfg.experiment
     folder = f"comparators/oneshot/retrain-{record.index:05d}"
-    start = begin_stage(cfg, run_dir, "comparator", resume, False, out_name=folder, sections=("baseline",), dist=dist)
+    with begin_stage(
+        cfg, run_dir, "comparator", resume, False, out_name=folder, sections=("baseline",), dist=dist
+    ) as start:
+        return _train_point(cfg, run_dir, record, folder, start, progress, dist)
+
+
+def _train_point(
+    cfg: Config, run_dir, record: OneshotRecord, folder: str, start, progress: bool, dist: DistContext | None
+) -> dict:
+    """The body of :func:`_retrain_point` while its folder is held."""
+    exp = cfg.experiment
     out, device = start.out, start.device
     previous = on_main(dist, lambda: finished_summary(out)) if start.resume_state is not None else None
     if previous is not None:
@@ -533,12 +544,14 @@ def run_oneshot(
     with distributed_session(exp.device) as dist:
         if resume and not overwrite:
             on_main(dist, lambda: _check_samples_reusable(cfg, stage_dir(run_dir, folder)))
-        start = begin_stage(
-            cfg, run_dir, "comparator", resume, overwrite, out_name=folder, sections=("baseline",), dist=dist
-        )
-        out, device = start.out, start.device
-        progress = progress and dist.is_main
-        with thread_limit(exp.threads):
+        with (
+            begin_stage(
+                cfg, run_dir, "comparator", resume, overwrite, out_name=folder, sections=("baseline",), dist=dist
+            ) as start,
+            thread_limit(exp.threads),
+        ):
+            out, device = start.out, start.device
+            progress = progress and dist.is_main
             t_start = time.time()
             table, _ = ensure_latency_table(cfg, run_dir, device, progress, dist)
             # A one-shot architecture runs without a controller: its table latency leaves it out.
@@ -560,29 +573,29 @@ def run_oneshot(
             picks = spread_picks(front, cc.oneshot_retrain_top)
             retrained = [_retrain_point(cfg, run_dir, r, resume, progress, dist) for r in picks]
 
-        def finish() -> dict:
-            summary = {
-                "stage": "comparator",
-                "method": "oneshot",
-                "name": RESULT_NAMES["oneshot"],
-                "dataset": exp.dataset,
-                "samples": len(records),
-                "shared_weight_bn": cc.oneshot_bn,
-                "shared_weight_split": "val",
-                "table_latency": "latency table estimate without the controller (ms)",
-                "frontier": [
-                    {"index": r.index, "accuracy_pct": r.accuracy, "table_latency_ms": r.latency_ms} for r in front
-                ],
-                "retrained": retrained,
-                "finished": all(r.get("finished") for r in retrained),
-                "search_seconds": search_seconds,
-                "seconds_this_call": time.time() - t_start,
-                **pre,
-            }
-            save_json(out / "summary.json", summary)
-            return summary
+            def finish() -> dict:
+                summary = {
+                    "stage": "comparator",
+                    "method": "oneshot",
+                    "name": RESULT_NAMES["oneshot"],
+                    "dataset": exp.dataset,
+                    "samples": len(records),
+                    "shared_weight_bn": cc.oneshot_bn,
+                    "shared_weight_split": "val",
+                    "table_latency": "latency table estimate without the controller (ms)",
+                    "frontier": [
+                        {"index": r.index, "accuracy_pct": r.accuracy, "table_latency_ms": r.latency_ms} for r in front
+                    ],
+                    "retrained": retrained,
+                    "finished": all(r.get("finished") for r in retrained),
+                    "search_seconds": search_seconds,
+                    "seconds_this_call": time.time() - t_start,
+                    **pre,
+                }
+                save_json(out / "summary.json", summary)
+                return summary
 
-        return on_main(dist, finish)
+            return on_main(dist, finish)
 
 
 # ---- by name -------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, config_from_dict
 from ..distributed import distributed_session, on_main, single_process
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
@@ -111,10 +111,15 @@ def run_evaluate(
 def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool, device: torch.device) -> dict:
     exp, ec = cfg.experiment, cfg.evaluate
     # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
-    start = begin_stage(cfg, run_dir, "evaluate", resume=True, overwrite=overwrite, dist=single_process(device))
-    with thread_limit(exp.threads):
+    with (
+        begin_stage(
+            cfg, run_dir, "evaluate", resume=True, overwrite=overwrite, out_name=ec.out_dir, dist=single_process(device)
+        ) as start,
+        thread_limit(exp.threads),
+    ):
         table, _ = ensure_latency_table(cfg, run_dir, device, progress)
         graph, controller, what = load_trained(cfg, run_dir, device, ec.source, ec.variant)
+        variant = _source_variant(cfg, run_dir)  # read (and checked) before the work, not after
         t0 = time.time()
         seed_everything(exp.seed)
         has_difficulty = exp.dataset == "synthetic-difficulty"
@@ -174,7 +179,7 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
         costs = instanas_costs(graph, controller, table, policy, device)
         summary.update({"params_mean": float(costs["params"].mean()), "macs_mean": float(costs["macs"].mean())})
         if ec.split == "test":  # reported numbers only; validation runs are for selection
-            summary["results_appended"] = _append_results(cfg, run_dir, summary, costs, str(device))
+            summary["results_appended"] = _append_results(cfg, run_dir, summary, costs, str(device), variant)
         summary["seconds"] = time.time() - t0
         save_json(start.out / "summary.json", summary)
     return summary
@@ -201,14 +206,19 @@ def instanas_costs(graph, controller, table, policy: torch.Tensor, device) -> di
     }
 
 
-def _append_results(cfg: Config, run_dir, summary: dict, costs: dict, device: str) -> list[str]:
-    """``InstaNAS-<variant>`` rows: the table estimate and, if timed, the measured latency."""
+def _source_variant(cfg: Config, run_dir) -> str:
+    """The variant letter of the evaluated model: the fine-tuning's (from its saved config.json)
+    or, for ``source=search``, ``evaluate.variant``."""
     ec = cfg.evaluate
     if ec.source == "search":
-        variant = ec.variant
-    else:
-        saved = stage_dir(run_dir, ec.source) / "config.json"
-        variant = load_json(saved)["finetune"]["variant"] if saved.is_file() else "?"
+        return ec.variant
+    saved = stage_dir(run_dir, ec.source) / "config.json"
+    return config_from_dict(load_json(saved), source=saved).finetune.variant if saved.is_file() else "?"
+
+
+def _append_results(cfg: Config, run_dir, summary: dict, costs: dict, device: str, variant: str) -> list[str]:
+    """``InstaNAS-<variant>`` rows: the table estimate and, if timed, the measured latency."""
+    ec = cfg.evaluate
     name = f"InstaNAS-{variant}"
     common = dict(
         name=name,

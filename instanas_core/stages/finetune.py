@@ -128,9 +128,11 @@ def run_finetune(
     with distributed_session(exp.device) as dist:
         # resolve_variant may write search/variants.json: rank 0 alone, the others read its answer.
         picked = on_main(dist, lambda: resolve_variant(search_dir, fc.variant))
-        start = begin_stage(cfg, run_dir, "finetune", resume, overwrite, out_name=fc.out_dir, dist=dist)
-        progress = progress and dist.is_main
-        with thread_limit(exp.threads):
+        with (
+            begin_stage(cfg, run_dir, "finetune", resume, overwrite, out_name=fc.out_dir, dist=dist) as start,
+            thread_limit(exp.threads),
+        ):
+            progress = progress and dist.is_main
             table, lut_path = ensure_latency_table(cfg, run_dir, start.device, progress, dist)
             return _finetune(
                 cfg, start.out, start.device, table, lut_path, search_dir, picked, start.resume_state, progress, dist

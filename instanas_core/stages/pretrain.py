@@ -112,8 +112,10 @@ def run_pretrain(
 ) -> dict:
     """Run (or resume) the pre-training stage; returns its summary (also ``summary.json``)."""
     exp, pc = cfg.experiment, cfg.pretrain
-    with distributed_session(exp.device) as dist:
-        start = begin_stage(cfg, run_dir, "pretrain", resume, overwrite, dist=dist)
+    with (
+        distributed_session(exp.device) as dist,
+        begin_stage(cfg, run_dir, "pretrain", resume, overwrite, dist=dist) as start,
+    ):
         with thread_limit(exp.threads):
             return _pretrain(cfg, exp, pc, start.out, start.device, start.resume_state, progress and dist.is_main, dist)
 

@@ -295,8 +295,10 @@ def run_search(
     pre = stage_dir(run_dir, "pretrain") / "last.pt"
     if not pre.is_file():
         raise RunDirError(f"the search starts from a pre-trained meta-graph, but {pre} does not exist: run `instanas pretrain` first.")
-    with distributed_session(exp.device) as dist:
-        start = begin_stage(cfg, run_dir, "search", resume, overwrite, dist=dist)
+    with (
+        distributed_session(exp.device) as dist,
+        begin_stage(cfg, run_dir, "search", resume, overwrite, dist=dist) as start,
+    ):
         progress = progress and dist.is_main
         with thread_limit(exp.threads):
             table, lut_path = ensure_latency_table(cfg, run_dir, start.device, progress, dist)
