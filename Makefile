@@ -32,7 +32,10 @@ book: $(STAMP)
 profile: $(STAMP)
 	$(PY) -m instanas_core profile --resolution 32 --children 60 --out runs/profile-32
 
+# Lint and format checks first (seconds), then the tests.
 test: $(STAMP)
+	$(PY) -m ruff check instanas_core tests notebooks
+	$(PY) -m ruff format --check instanas_core tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean-env:

@@ -109,7 +109,10 @@ def _write(out: Path, name: str, result: dict, table_rows: list[dict]) -> dict:
         for row in table_rows:
             lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
         m = result["machine"]
-        lines += ["", f"Measured on {m['device_name']} ({m['device']}), {m['threads']} thread(s), torch {m['torch']}, {m['date']}."]
+        lines += [
+            "",
+            f"Measured on {m['device_name']} ({m['device']}), {m['threads']} thread(s), torch {m['torch']}, {m['date']}.",
+        ]
         claim(out / f"{name}.md").write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
     return result
 
@@ -135,8 +138,15 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
     plan = {r: cfg.children or default.get(r, 500) for r in (cfg.resolutions if not cfg.quick else default)}
     raw, rows = {}, []
     for res, n in plan.items():
-        pcfg = ProfileConfig(resolution=res, width_mult=cfg.width_mult, children=n, device=cfg.device,
-                             seed=cfg.seed, threads=cfg.threads or 1, passes=cfg.passes)
+        pcfg = ProfileConfig(
+            resolution=res,
+            width_mult=cfg.width_mult,
+            children=n,
+            device=cfg.device,
+            seed=cfg.seed,
+            threads=cfg.threads or 1,
+            passes=cfg.passes,
+        )
         folder = out / "lut-accuracy" / str(res)
         summary = _finished_profile(folder, pcfg)
         if summary is None:
@@ -146,10 +156,20 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
         n = summary["config"]["children"]
         raw[res] = summary
         e = summary["eval"]
-        rows.append({"resolution": res, "children": n, "passes": summary["config"].get("passes", 2), "judged": e["n"], "pearson_r": e["pearson_r"],
-                     "spearman_rho": e["spearman_rho"], "mape_pct": e["mape_pct"],
-                     "within_10pct": e["within_10pct"], "repeat_within_10pct": e["repeat_within_10pct"],
-                     "raw_sum_mape_pct": summary["eval_raw_sum"]["mape_pct"]})
+        rows.append(
+            {
+                "resolution": res,
+                "children": n,
+                "passes": summary["config"].get("passes", 2),
+                "judged": e["n"],
+                "pearson_r": e["pearson_r"],
+                "spearman_rho": e["spearman_rho"],
+                "mape_pct": e["mape_pct"],
+                "within_10pct": e["within_10pct"],
+                "repeat_within_10pct": e["repeat_within_10pct"],
+                "raw_sum_mape_pct": summary["eval_raw_sum"]["mape_pct"],
+            }
+        )
     result = {"raw": raw, "summary": rows, "machine": _machine(cfg, cfg.threads or 1)}
     _write(out, "lut-accuracy", result, rows)
     _plot_lut_accuracy(out, plan, result["machine"])
@@ -158,13 +178,16 @@ def bench_lut_accuracy(cfg: BenchConfig, out: Path) -> dict:
 
 def _plot_lut_accuracy(out: Path, plan: dict, machine: dict) -> Path:
     """Figure 4 from the benchmark's folders: ``out/figures/lut-accuracy.png`` (and .pdf)."""
-    from .book import load_profile_panel, stack_panels
-    from .plots import save_figure, plot_latency_correlation
+    from .plots import plot_latency_correlation, save_figure
+    from .profile import load_profile_panel, stack_panels
 
     panels = [load_profile_panel(out / "lut-accuracy" / str(res)) for res in plan]
     context = f"{machine['device_name']}, {machine['threads']} thread(s), torch {machine['torch']}, batch 1"
-    fig = plot_latency_correlation(**stack_panels(panels), context=context,
-                                   title="Look-up table vs measured latency of sampled children (instanas bench lut-accuracy)")
+    fig = plot_latency_correlation(
+        **stack_panels(panels),
+        context=context,
+        title="Look-up table vs measured latency of sampled children (instanas bench lut-accuracy)",
+    )
     png = save_figure(fig, out, "lut-accuracy")["png"]
     return png
 
@@ -194,13 +217,17 @@ def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
                 controller(x)
                 return child(x)
 
-            per_policy.append({
-                "density": float(p.mean()),
-                "routed_ms": time_callable(lambda: net(x), timing)["min_ms"],
-                "static_ms": time_callable(static, timing)["min_ms"],
-                "subset_no_cache_ms": time_callable(lambda: (controller(x), graph(x, pd, "subset")), timing)["min_ms"],
-                "masked_ms": time_callable(lambda: (controller(x), graph(x, pd, "masked")), timing)["min_ms"],
-            })
+            per_policy.append(
+                {
+                    "density": float(p.mean()),
+                    "routed_ms": time_callable(lambda: net(x), timing)["min_ms"],
+                    "static_ms": time_callable(static, timing)["min_ms"],
+                    "subset_no_cache_ms": time_callable(lambda: (controller(x), graph(x, pd, "subset")), timing)[
+                        "min_ms"
+                    ],
+                    "masked_ms": time_callable(lambda: (controller(x), graph(x, pd, "masked")), timing)["min_ms"],
+                }
+            )
         path = graph.extract_child(module_path_policy(graph, "ir_k3_e6")[0]).to(device).eval()
         mbv2 = build_baseline("mobilenetv2-1.0", 32, 10).to(device).eval()
         refs = {
@@ -215,12 +242,19 @@ def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
         "routed_over_static_median": float(np.median(ratio)),
         "dispatch_overhead_pct_median": float(100 * (np.median(ratio) - 1)),
         "dispatch_overhead_pct_p90": float(100 * (np.percentile(ratio, 90) - 1)),
-        "subset_no_cache_over_static_median": float(np.median([r["subset_no_cache_ms"] / r["static_ms"] for r in per_policy])),
+        "subset_no_cache_over_static_median": float(
+            np.median([r["subset_no_cache_ms"] / r["static_ms"] for r in per_policy])
+        ),
         "masked_over_routed_median": float(np.median([r["masked_ms"] / r["routed_ms"] for r in per_policy])),
         "routed_ms_mean": float(np.mean([r["routed_ms"] for r in per_policy])),
         **refs,
     }
-    result = {"config": dataclasses.asdict(cfg), "raw": per_policy, "summary": summary, "machine": _machine(cfg, threads)}
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "raw": per_policy,
+        "summary": summary,
+        "machine": _machine(cfg, threads),
+    }
     return _write(out, "routed-latency", result, [{"figure": k, "value": v} for k, v in summary.items()])
 
 
@@ -237,7 +271,9 @@ def _layout(cfg: BenchConfig, *tensors_or_modules):
     return tuple(t.to(memory_format=torch.channels_last) for t in tensors_or_modules)
 
 
-def _throughput(fns: dict[str, Callable[[], object]], images: int, repeats: int, device: torch.device) -> dict[str, float]:
+def _throughput(
+    fns: dict[str, Callable[[], object]], images: int, repeats: int, device: torch.device
+) -> dict[str, float]:
     """Best-of-``repeats`` images per second of each of ``fns`` (one warm-up call each first).
     The calls alternate between the functions, so a slow spell of a shared machine touches all of
     them alike rather than one."""
@@ -263,12 +299,18 @@ def bench_batched_inference(cfg: BenchConfig, out: Path) -> dict:
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     graph, x = _layout(cfg, build_meta_graph(32, width).to(device).eval(), torch.randn(batch, 3, 32, 32, device=device))
-    policy = sample_random_policy(graph, batch, torch.Generator().manual_seed(cfg.seed), density=BENCH_DENSITY).to(device)
+    policy = sample_random_policy(graph, batch, torch.Generator().manual_seed(cfg.seed), density=BENCH_DENSITY).to(
+        device
+    )
     with torch.inference_mode(), _autocast(cfg, device):
         routed_out = graph(x, policy, "subset").float()  # (B, classes)
         masked_out = graph(x, policy, "masked").float()
-        speed = _throughput({"subset": lambda: graph(x, policy, "subset"), "masked": lambda: graph(x, policy, "masked")},
-                            batch, repeats, device)
+        speed = _throughput(
+            {"subset": lambda: graph(x, policy, "subset"), "masked": lambda: graph(x, policy, "masked")},
+            batch,
+            repeats,
+            device,
+        )
         routed, masked = speed["subset"], speed["masked"]
     # fp32: the two paths differ only in summation order. CUDA convolutions default to TF32 (10
     # bits of mantissa) and bf16 keeps 8, and the paths round at different places, so "equal"
@@ -278,12 +320,20 @@ def bench_batched_inference(cfg: BenchConfig, out: Path) -> dict:
     scale = float(masked_out.abs().max())
     tol = 5e-2 * scale if cfg.precision == "bf16" else 5e-3 * scale if tf32 else 1e-4
     summary = {
-        "batch": batch, "width_mult": width, "precision": cfg.precision, "channels_last": cfg.use_channels_last,
-        "device": str(device), "tf32_convolutions": tf32, "mean_density": float(policy.float().mean()),
-        "routed_images_per_s": routed, "masked_images_per_s": masked, "speedup": routed / masked,
+        "batch": batch,
+        "width_mult": width,
+        "precision": cfg.precision,
+        "channels_last": cfg.use_channels_last,
+        "device": str(device),
+        "tf32_convolutions": tf32,
+        "mean_density": float(policy.float().mean()),
+        "routed_images_per_s": routed,
+        "masked_images_per_s": masked,
+        "speedup": routed / masked,
         "max_abs_output_diff": float((routed_out - masked_out).abs().max()),
         "same_prediction_share": float((routed_out.argmax(1) == masked_out.argmax(1)).float().mean()),
-        "outputs_equal": bool(torch.allclose(routed_out, masked_out, rtol=1e-4, atol=tol)), "output_tolerance": tol,
+        "outputs_equal": bool(torch.allclose(routed_out, masked_out, rtol=1e-4, atol=tol)),
+        "output_tolerance": tol,
     }
     result = {"config": dataclasses.asdict(cfg), "summary": summary, "machine": _machine(cfg, torch.get_num_threads())}
     return _write(out, "batched-inference", result, [{"figure": k, "value": v} for k, v in summary.items()])
@@ -335,16 +385,27 @@ def bench_train_throughput(cfg: BenchConfig, out: Path) -> dict:
         (-(r - rg) * policy_log_prob(sample.actions, probs)).mean().backward()
 
     rows = []
-    for name, step in (("pretrain_drop_path", pretrain_step), ("search_meta_graph_epoch", meta_step),
-                       ("search_controller_epoch", controller_step)):
+    for name, step in (
+        ("pretrain_drop_path", pretrain_step),
+        ("search_meta_graph_epoch", meta_step),
+        ("search_controller_epoch", controller_step),
+    ):
         fig = {"step": name}
         speed = _throughput({e: (lambda e=e: step(e)) for e in ("subset", "masked")}, batch, repeats, device)
         for execution, value in speed.items():
             fig[f"{execution}_images_per_s"] = value
         fig["speedup"] = fig["subset_images_per_s"] / fig["masked_images_per_s"]
         rows.append(fig)
-    summary = {"batch": batch, "width_mult": width, "repeats": repeats, "precision": cfg.precision, "channels_last": cfg.use_channels_last,
-               "device": str(device), "search_policy_density": float(search_policy.mean()), "steps": rows}
+    summary = {
+        "batch": batch,
+        "width_mult": width,
+        "repeats": repeats,
+        "precision": cfg.precision,
+        "channels_last": cfg.use_channels_last,
+        "device": str(device),
+        "search_policy_density": float(search_policy.mean()),
+        "steps": rows,
+    }
     result = {"config": dataclasses.asdict(cfg), "summary": summary, "machine": _machine(cfg, torch.get_num_threads())}
     return _write(out, "train-throughput", result, rows)
 
@@ -357,9 +418,9 @@ MATCHED_ACCURACY_PT = 0.5  # "comparable accuracy": at most this many points bel
 def _variant_policies(cfg, run_dir: Path, letter: str, images: int) -> dict:
     """Variant ``letter``'s meta-graph and controller, and the greedy policies (n, T, K) the
     controller gives the first ``images`` test images."""
-    from .book import variant_config
+    from .pipeline import variant_config
     from .policy import greedy_policy
-    from .stages.common import build_split, make_loader, to_device
+    from .train import build_split, make_loader, to_device
     from .stages.evaluate import load_trained
 
     vcfg = variant_config(cfg, letter)
@@ -391,21 +452,23 @@ def tradeoff_baseline_budget(pcfg, budget: str) -> dict:
 
 
 def bench_tradeoff(cfg: BenchConfig, out: Path) -> dict:
-    from . import book
     from .baselines import build_baseline, measure_model_latency
-    from .stages.common import measure_routed_latency
+    from .data import use_shared_cifar10_jpeg
+    from .pipeline import ensure_baseline, ensure_variant
+    from .presets import book_settings, get_preset
+    from .train import measure_routed_latency
 
     preset = cfg.preset or ("smoke" if cfg.quick else "cifar10-cpu")
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out / f"tradeoff-{preset}"
-    pcfg = book.book_preset(preset)
+    pcfg = get_preset(preset)
     if pcfg.experiment.dataset == "cifar10-jpeg":
-        book._use_shared_cifar10_jpeg()  # the copy beside a checkout, as the notebooks find it
+        use_shared_cifar10_jpeg()  # the copy beside a checkout, as the notebooks find it
     if cfg.device != "cpu":
         pcfg = dataclasses.replace(pcfg, experiment=dataclasses.replace(pcfg.experiment, device=cfg.device))
-    letters = book.book_variants(preset)
-    trained = {L: book.ensure_variant(pcfg, run_dir, L) for L in letters}
+    letters = list(book_settings(preset).variants)  # the variants the book trains at this preset
+    trained = {L: ensure_variant(pcfg, run_dir, L) for L in letters}
     budget = tradeoff_baseline_budget(pcfg, cfg.baseline_budget)
-    base = book.ensure_baseline(pcfg, run_dir, TRADEOFF_BASELINE, budget["overrides"], budget["folder"])
+    base = ensure_baseline(pcfg, run_dir, TRADEOFF_BASELINE, budget["overrides"], budget["folder"])
 
     threads = cfg.threads or 1
     images = 16 if cfg.quick else 64
@@ -432,18 +495,35 @@ def bench_tradeoff(cfg: BenchConfig, out: Path) -> dict:
         for _ in range(rounds):
             base_rounds.append(measure_model_latency(base_model, res, threads, timing, cfg.device)["min_ms"])
             for g in groups:
-                g["rounds"].append(measure_routed_latency(g["graph"], g["controller"], g["policy"], timing, g["device"], threads))
+                g["rounds"].append(
+                    measure_routed_latency(g["graph"], g["controller"], g["policy"], timing, g["device"], threads)
+                )
     base_ms = float(np.min(base_rounds))
-    rows = [{"model": TRADEOFF_BASELINE, "test_accuracy_pct": base["accuracy_pct"], "measured_ms": base_ms,
-             "estimated_ms": None, "distinct_policies": 1, "timed_as": TRADEOFF_BASELINE}]
+    rows = [
+        {
+            "model": TRADEOFF_BASELINE,
+            "test_accuracy_pct": base["accuracy_pct"],
+            "measured_ms": base_ms,
+            "estimated_ms": None,
+            "distinct_policies": 1,
+            "timed_as": TRADEOFF_BASELINE,
+        }
+    ]
     for g in groups:
         per_image = np.min(np.stack(g["rounds"]), axis=0)  # (images,)
         distinct = int(torch.unique(g["policy"].reshape(len(g["policy"]), -1), dim=0).shape[0])
         for L in g["letters"]:
             ev = trained[L]["evaluate"]
-            rows.append({"model": f"InstaNAS-{L}", "test_accuracy_pct": 100 * ev["accuracy"],
-                         "measured_ms": float(per_image.mean()), "estimated_ms": ev["latency_estimate_ms"]["mean"],
-                         "distinct_policies": distinct, "timed_as": "InstaNAS-" + "=".join(g["letters"])})
+            rows.append(
+                {
+                    "model": f"InstaNAS-{L}",
+                    "test_accuracy_pct": 100 * ev["accuracy"],
+                    "measured_ms": float(per_image.mean()),
+                    "estimated_ms": ev["latency_estimate_ms"]["mean"],
+                    "distinct_policies": distinct,
+                    "timed_as": "InstaNAS-" + "=".join(g["letters"]),
+                }
+            )
     rows = [rows[0]] + sorted(rows[1:], key=lambda r: r["model"])
     for r in rows:
         r["reduction_vs_baseline_pct"] = 100 * (1 - r["measured_ms"] / base_ms)
@@ -451,10 +531,17 @@ def bench_tradeoff(cfg: BenchConfig, out: Path) -> dict:
     matched = [r for r in rows[1:] if r["accuracy_vs_baseline_pt"] >= -MATCHED_ACCURACY_PT]
     best = min(matched, key=lambda r: r["measured_ms"]) if matched else None
     summary = {
-        "preset": preset, "dataset": pcfg.experiment.dataset, "run_dir": str(run_dir), "baseline": TRADEOFF_BASELINE,
-        "baseline_budget": cfg.baseline_budget, "baseline_epochs": base["epochs_done"],
-        "baseline_folder": f"baselines/{budget['folder'] or TRADEOFF_BASELINE}", "instanas_epochs": budget["instanas_epochs"],
-        "matched_accuracy_pt": MATCHED_ACCURACY_PT, "images_timed_per_variant": images, "timing_rounds": rounds,
+        "preset": preset,
+        "dataset": pcfg.experiment.dataset,
+        "run_dir": str(run_dir),
+        "baseline": TRADEOFF_BASELINE,
+        "baseline_budget": cfg.baseline_budget,
+        "baseline_epochs": base["epochs_done"],
+        "baseline_folder": f"baselines/{budget['folder'] or TRADEOFF_BASELINE}",
+        "instanas_epochs": budget["instanas_epochs"],
+        "matched_accuracy_pt": MATCHED_ACCURACY_PT,
+        "images_timed_per_variant": images,
+        "timing_rounds": rounds,
         "distinct_variants": ["=".join(g["letters"]) for g in groups],
         "best_matched_variant": best["model"] if best else None,
         "latency_reduction_at_matched_accuracy_pct": best["reduction_vs_baseline_pct"] if best else None,

@@ -41,8 +41,12 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-run-time", type=float, default=0.05, help="seconds per timing block")
     p.add_argument("--blocks", type=int, default=5, help="timing blocks; the minimum is kept")
-    p.add_argument("--passes", type=int, default=2,
-                   help="timing passes over the children (even): measured = min of the even ones, repeat = min of the odd ones")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="timing passes over the children (even): measured = min of the even ones, repeat = min of the odd ones",
+    )
     p.add_argument("--out", required=True, help="output folder (lut.json, correlation.csv, summary.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -69,7 +73,9 @@ def _profile_run(args: argparse.Namespace) -> int:
     return 0
 
 
-command("profile", "time every (cell, module) and write the latency look-up table (§4.1)")((_profile_args, _profile_run))
+command("profile", "time every (cell, module) and write the latency look-up table (§4.1)")(
+    (_profile_args, _profile_run)
+)
 
 
 # ---- bench ---------------------------------------------------------------------------------------
@@ -83,19 +89,45 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--children", type=int, default=None,
-                   help="lut-accuracy: children per resolution (default 500; resolutions already profiled in --out are reused)")
-    p.add_argument("--passes", type=int, default=2, help="lut-accuracy: timing passes per child (even; see profile --passes)")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 224], choices=(32, 64, 224),
-                   help="lut-accuracy: which resolutions")
+    p.add_argument(
+        "--children",
+        type=int,
+        default=None,
+        help="lut-accuracy: children per resolution (default 500; resolutions already profiled in --out are reused)",
+    )
+    p.add_argument(
+        "--passes", type=int, default=2, help="lut-accuracy: timing passes per child (even; see profile --passes)"
+    )
+    p.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=[32, 64, 224],
+        choices=(32, 64, 224),
+        help="lut-accuracy: which resolutions",
+    )
     p.add_argument("--preset", default=None, help="tradeoff: the preset (default cifar10-cpu; smoke with --quick)")
-    p.add_argument("--run-dir", default=None, help="tradeoff: run folder (default DIR/tradeoff-PRESET); finished stages are loaded")
-    p.add_argument("--baseline-budget", default="same", choices=("same", "preset"),
-                   help="tradeoff: MobileNetV2 1.0 trained for InstaNAS's epochs of all stages (same) or the preset's baseline")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="batched-inference, train-throughput: bf16 autocast (meant for CUDA)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="batched-inference, train-throughput: NHWC memory format (default: on for CPU, off for CUDA, as the stages)")
+    p.add_argument(
+        "--run-dir", default=None, help="tradeoff: run folder (default DIR/tradeoff-PRESET); finished stages are loaded"
+    )
+    p.add_argument(
+        "--baseline-budget",
+        default="same",
+        choices=("same", "preset"),
+        help="tradeoff: MobileNetV2 1.0 trained for InstaNAS's epochs of all stages (same) or the preset's baseline",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="batched-inference, train-throughput: bf16 autocast (meant for CUDA)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batched-inference, train-throughput: NHWC memory format (default: on for CPU, off for CUDA, as the stages)",
+    )
 
 
 def _bench_run(args: argparse.Namespace) -> int:
@@ -103,10 +135,21 @@ def _bench_run(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(quick=args.quick, device=args.device, threads=args.threads, seed=args.seed, width_mult=args.width_mult,
-                      children=args.children, resolutions=tuple(args.resolutions), passes=args.passes,
-                      preset=args.preset, run_dir=args.run_dir,
-                      baseline_budget=args.baseline_budget, precision=args.precision, channels_last=args.channels_last)
+    cfg = BenchConfig(
+        quick=args.quick,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+        width_mult=args.width_mult,
+        children=args.children,
+        resolutions=tuple(args.resolutions),
+        passes=args.passes,
+        preset=args.preset,
+        run_dir=args.run_dir,
+        baseline_budget=args.baseline_budget,
+        precision=args.precision,
+        channels_last=args.channels_last,
+    )
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
     print(f"wrote {os.path.join(args.out, args.name + '.json')} and .md")
@@ -118,20 +161,38 @@ command("bench", "run a benchmark and write DIR/NAME.json and DIR/NAME.md")((_be
 
 # ---- training stages: pretrain, search, finetune, evaluate (§3.1-3.3, §4.2) --------------------
 def _stage_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None, help="smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet "
-                   "(default: the configuration an earlier stage saved in --run-dir)")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="a config.json (as every stage folder holds) to start from instead of --preset")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="smoke, cpu, cifar10-cpu, cifar10, cifar100, tinyimagenet, imagenet "
+        "(default: the configuration an earlier stage saved in --run-dir)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a config.json (as every stage folder holds) to start from instead of --preset",
+    )
     p.add_argument("--dataset", default=None, help="data set name (overrides the preset's)")
     p.add_argument("--run-dir", required=True, help="the experiment's run folder; this stage writes RUN/<stage>/")
     p.add_argument("--resume", action="store_true", help="continue the stage from RUN/<stage>/last.pt")
     p.add_argument("--overwrite", action="store_true", help="delete RUN/<stage>/ and start the stage again")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (overrides the preset's)")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override a setting: field of this stage or of the experiment, or section.field")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting: field of this stage or of the experiment, or section.field",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--download", action="store_true",
-                   help="cifar10/cifar100: download the files into the data root when they are missing")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="cifar10/cifar100: download the files into the data root when they are missing",
+    )
 
 
 def resolve_stage_config(stage: str, args: argparse.Namespace):
@@ -215,25 +276,42 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
 
 
-def _baseline_run(args: argparse.Namespace) -> int:
-    from .data import DatasetError
-    from .stages.baseline import check_baseline_name, format_baseline_summary, run_baseline
+def _named_stage_runner(kind: str):
+    """The runner of ``instanas baseline --model NAME`` or ``instanas comparator --name NAME``: the
+    name is checked before any configuration is read, then the stage runs."""
 
-    try:
-        check_baseline_name(args.model)  # before reading any configuration
-        cfg = resolve_stage_config("baseline", args)
-        summary = run_baseline(
-            cfg, args.run_dir, args.model, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
-        )
-    except DatasetError as exc:
-        raise ValueError(str(exc)) from None
-    if is_main_process():
-        print(format_baseline_summary(summary))
-    return 0
+    def run(args: argparse.Namespace) -> int:
+        from .data import DatasetError
+
+        if kind == "baseline":
+            from .stages.baseline import check_baseline_name as check
+            from .stages.baseline import format_baseline_summary as fmt
+            from .stages.baseline import run_baseline as runner
+
+            name = args.model
+        else:
+            from .stages.comparators import check_comparator_name as check
+            from .stages.comparators import format_comparator_summary as fmt
+            from .stages.comparators import run_comparator as runner
+
+            name = args.name
+        try:
+            check(name)
+            cfg = resolve_stage_config(kind, args)
+            summary = runner(
+                cfg, args.run_dir, name, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
+            )
+        except DatasetError as exc:
+            raise ValueError(str(exc)) from None
+        if is_main_process():
+            print(fmt(summary))
+        return 0
+
+    return run
 
 
 command("baseline", "train, test and time one baseline of Tables 1-3 into RUN/baselines/NAME/")(
-    (_baseline_args, _baseline_run)
+    (_baseline_args, _named_stage_runner("baseline"))
 )
 
 
@@ -244,26 +322,10 @@ def _comparator_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
 
 
-def _comparator_run(args: argparse.Namespace) -> int:
-    from .data import DatasetError
-    from .stages.comparators import check_comparator_name, format_comparator_summary, run_comparator
-
-    try:
-        check_comparator_name(args.name)  # before reading any configuration
-        cfg = resolve_stage_config("comparator", args)
-        summary = run_comparator(
-            cfg, args.run_dir, args.name, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
-        )
-    except DatasetError as exc:
-        raise ValueError(str(exc)) from None
-    if is_main_process():
-        print(format_comparator_summary(summary))
-    return 0
-
-
-command("comparator", "train and evaluate a Figure 6 comparator (blockdrop, convnet-aig, oneshot) into RUN/comparators/NAME/")(
-    (_comparator_args, _comparator_run)
-)
+command(
+    "comparator",
+    "train and evaluate a Figure 6 comparator (blockdrop, convnet-aig, oneshot) into RUN/comparators/NAME/",
+)((_comparator_args, _named_stage_runner("comparator")))
 
 
 # ---- book ----------------------------------------------------------------------------------------
@@ -287,9 +349,12 @@ def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="a finished book run")
     p.add_argument("--out", default="figures", help="destination folder (default figures/)")
     p.add_argument("--made-by", default=None, metavar="COMMAND", help="the command that made the run, for the README")
-    p.add_argument("--force", action="store_true",
-                   help="write into a folder that holds files this command did not write (they are kept, "
-                   "and so is a README it did not write)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a folder that holds files this command did not write (they are kept, "
+        "and so is a README it did not write)",
+    )
 
 
 def _figures_run(args: argparse.Namespace) -> int:

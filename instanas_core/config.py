@@ -1,11 +1,11 @@
-"""Configuration of the training stages: one frozen dataclass per stage, named presets, and
-``key=value`` overrides (paper §3.1 stages, §3.2 drop-path, §3.3 search, §4.2 hyper-parameters).
+"""Configuration of the training stages: one frozen dataclass per stage (paper §3.1 stages, §3.2
+drop-path, §3.3 search, §4.1 profiling, §4.2 hyper-parameters). Nothing here imports torch.
 
 A :class:`Config` groups an :class:`ExperimentConfig` (data set, width, device, seeds: what every
 stage of one run shares) with one section per stage:
 
-* ``profile``  -- :class:`~instanas_core.profile.ProfileConfig` (latency look-up table, §4.1);
-  its resolution, width, class count, device and seed are taken from the experiment;
+* ``profile``  -- :class:`ProfileConfig` (latency look-up table, §4.1); its resolution, width,
+  class count, device and seed are taken from the experiment (:func:`stage_profile_config`);
 * ``pretrain`` -- :class:`PretrainConfig` (stage a, §3.2);
 * ``search``   -- :class:`SearchConfig` (stage b, §3.3, Eq. 1-2);
 * ``finetune`` -- :class:`FinetuneConfig` (stage c, §3.1 c and §4.2's re-training);
@@ -14,48 +14,36 @@ stage of one run shares) with one section per stage:
   of OneshotNAS's frontier points, trained with InstaNAS's re-training budget);
 * ``comparator`` -- :class:`ComparatorConfig` (BlockDrop, ConvNet-AIG and OneshotNAS, Figure 6).
 
-Presets (:data:`PRESETS`, :func:`get_preset`):
+Every section checks its own fields (type, range, finite numbers) whether they come from
+``--set``, a ``config.json`` or Python.
 
-* ``smoke``       -- digits, width 0.25, a few batches: seconds per stage, for tests;
-* ``cpu``         -- digits (embedded data), width 0.5, the 24-channel stage at stride 2:
-  all stages well under 30 minutes on 2 cores;
-* ``cifar10-cpu`` -- CIFAR-10 (JPEG q75), width 0.5, 24-channel stage at stride 2, 300 training
-  and 100 validation/test images per class (3,000 / 1,000 / 1,000), 15/15/8 epochs: a
-  reduced-scale run for the notebook book on 2 cores, *not* the paper's scale;
-* ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet`` -- the paper's settings (§4.2 and the
-  original code's published commands; fields the paper does not state follow the original code
-  and are marked as such below).
-
-Overrides: ``apply_overrides(cfg, ["search.epochs=3", "seed=1"], section="search")`` converts each
-string to the field's type and refuses unknown keys, a setting given twice and bad values with one
-paragraph that lists the valid keys. An unqualified key is looked up in ``section`` first, then in
-``experiment``. Every section checks its own fields (type, range, finite numbers) whether they come
-from ``--set``, a ``config.json`` (:func:`config_from_dict`) or Python.
+The named presets (``PRESETS``, ``get_preset``) live in :mod:`instanas_core.presets`, and the
+``key=value`` overrides and the ``config.json`` round trip (``apply_overrides``,
+``override_target``, ``config_to_dict``, ``config_from_dict``) in :mod:`instanas_core.config_io`;
+both build on this module, and both are importable from here too (see ``__getattr__`` below).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from .ownership import check_folder_name
-from .profile import ProfileConfig
-from .search_space import SearchSpace, make_search_space, stage_table
+from .search_space import RESOLUTIONS, SearchSpace, make_search_space, stage_table
 from .validation import (
-    SEED_MAX,
     check_device,
     check_field_types,
     check_finite_floats,
     check_seed,
     check_width_mult,
     is_finite_number,
-    json_kind,
 )
 
 __all__ = [
     "ConfigError",
+    "ProfileConfig",
     "ExperimentConfig",
     "PretrainConfig",
     "SearchConfig",
@@ -66,18 +54,16 @@ __all__ = [
     "baseline_like_retrain",
     "Config",
     "STAGES",
-    "PRESETS",
-    "get_preset",
-    "apply_overrides",
-    "override_target",
-    "config_to_dict",
-    "config_from_dict",
+    "SECTIONS",
+    "VARIANT_NAMES",
     "stage_profile_config",
 ]
 
 STAGES = ("profile", "pretrain", "search", "finetune", "evaluate", "baseline", "comparator")
+SECTIONS = ("experiment",) + STAGES
+# The variants picked along the search's accuracy/latency front (§3.1 c): A most accurate, E fastest.
+VARIANT_NAMES = ("A", "B", "C", "D", "E")
 _SCHEDULES = ("cosine", "step", "constant")
-_VARIANTS = ("A", "B", "C", "D", "E")
 _OTHER_STAGE_FOLDERS = ("profile", "pretrain", "search", "evaluate", "baselines", "comparators")
 
 
@@ -124,6 +110,63 @@ def _finite(obj: Any) -> None:
 
 
 @dataclass(frozen=True)
+class ProfileConfig:
+    """The profiling stage (§4.1, Figure 4): the look-up table of every (cell, module) and, with
+    ``children``, its calibration and check on sampled children (:func:`instanas_core.profile.run_profile`)."""
+
+    resolution: int = 32
+    width_mult: float = 1.0
+    num_classes: int = 10
+    threads: int = 1
+    children: int = 0
+    fit_fraction: float = 0.25  # share of children used to fit the calibration
+    device: str = "cpu"
+    seed: int = 0
+    min_run_time: float = 0.05
+    blocks: int = 5
+    # Timing passes over all children (an even number). The measured latency of a child is its
+    # minimum over the even-numbered passes, the repeat (the noise floor) its minimum over the
+    # odd-numbered ones: interference only ever adds time, and interleaving the two halves in
+    # time spreads slow drift over both alike. 2 gives one plain measurement and one repeat.
+    passes: int = 2
+
+    def __post_init__(self) -> None:
+        check_seed(self, "seed")  # before the type check, so that a float seed hears the range
+        check_field_types(self)  # then the range checks below compare numbers
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution}.")
+        if self.children < 0:
+            raise ValueError(f"children must be >= 0, got {self.children}.")
+        if self.children and self.children < 8:
+            raise ValueError(f"children must be 0 or at least 8 (to fit and judge a calibration), got {self.children}.")
+        if not 0.0 < self.fit_fraction < 1.0:
+            raise ValueError(f"fit_fraction must lie strictly between 0 and 1, got {self.fit_fraction}.")
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}.")
+        if self.passes < 2 or self.passes % 2:
+            raise ValueError(
+                f"passes must be an even number of at least 2 (measurement and repeat), got {self.passes}."
+            )
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}.")
+        if self.blocks < 1:
+            raise ValueError(f"blocks must be at least 1, got {self.blocks}.")
+        if not (is_finite_number(self.min_run_time) and self.min_run_time > 0):
+            raise ValueError(f"min_run_time must be a positive, finite number of seconds, got {self.min_run_time!r}.")
+        check_width_mult(self)
+        check_device(self)
+        check_finite_floats(self)
+
+    @property
+    def timing(self) -> Any:
+        """The :class:`~instanas_core.latency.TimingConfig` of one measurement (imported here, on
+        use, so that reading a configuration does not load torch)."""
+        from .latency import TimingConfig
+
+        return TimingConfig(min_run_time=self.min_run_time, blocks=self.blocks)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """What every stage of one run shares: data, search space, device, seeds."""
 
@@ -167,14 +210,18 @@ class ExperimentConfig:
         known = list_datasets()
         _check(self.dataset in known, f"unknown dataset {self.dataset!r}; known: {', '.join(known)}.")
         check_width_mult(self, "width_mult", ConfigError)
-        _check(self.stage24_stride in (None, 1, 2), f"stage24_stride must be 1, 2 or none, got {self.stage24_stride!r}.")
+        _check(
+            self.stage24_stride in (None, 1, 2), f"stage24_stride must be 1, 2 or none, got {self.stage24_stride!r}."
+        )
         _optional_positive(self, "train_per_class", "eval_per_class", "data_size", "threads")
         _check(
             self.data_size is None or self.dataset == "synthetic-difficulty",
             f"data_size only applies to the synthetic-difficulty data set, not {self.dataset!r}.",
         )
         _non_negative(self, "num_workers")
-        _check(self.execution in ("subset", "masked"), f"execution must be 'subset' or 'masked', got {self.execution!r}.")
+        _check(
+            self.execution in ("subset", "masked"), f"execution must be 'subset' or 'masked', got {self.execution!r}."
+        )
         check_device(self, "device", ConfigError)
         _finite(self)
 
@@ -295,7 +342,9 @@ class SearchConfig:
         _non_negative(self, "controller_weight_decay", "graph_momentum", "graph_weight_decay", "measure_samples")
         _check(0.0 <= self.alpha <= 1.0, f"alpha must lie in [0, 1], got {self.alpha}.")
         _check(self.reward_correct > 0, f"reward_correct must be positive (Eq. 2), got {self.reward_correct}.")
-        _check(self.reward_wrong <= 0, f"reward_wrong must be <= 0 (Eq. 2 uses R_T alone then), got {self.reward_wrong}.")
+        _check(
+            self.reward_wrong <= 0, f"reward_wrong must be <= 0 (Eq. 2 uses R_T alone then), got {self.reward_wrong}."
+        )
         _positive(self, "upper_start_factor", "upper_end_factor")
         _optional_positive(self, "upper_start_ms", "upper_end_ms", "controller_lr_step", "max_steps_per_epoch")
         for n in ("lower_start_ms", "lower_end_ms"):
@@ -519,14 +568,16 @@ class ComparatorConfig:
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _check(0.0 <= self.blockdrop_alpha <= 1.0, f"blockdrop_alpha must lie in [0, 1], got {self.blockdrop_alpha}.")
         _check(0.0 <= self.aig_target_rate <= 1.0, f"aig_target_rate must lie in [0, 1], got {self.aig_target_rate}.")
-        _check(self.oneshot_bn in ("batch", "running"), f"oneshot_bn must be batch or running, got {self.oneshot_bn!r}.")
+        _check(
+            self.oneshot_bn in ("batch", "running"), f"oneshot_bn must be batch or running, got {self.oneshot_bn!r}."
+        )
         _optional_positive(self, "max_steps_per_epoch", "oneshot_eval_batches")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
         _finite(self)
 
 
 def _valid_variant(v: str) -> bool:
-    if v in _VARIANTS or v == "last":
+    if v in VARIANT_NAMES or v == "last":
         return True
     if v.startswith("epoch:"):
         return v[6:].isdigit()
@@ -548,9 +599,6 @@ class Config:
     comparator: ComparatorConfig = field(default_factory=ComparatorConfig)
 
 
-_SECTIONS = ("experiment",) + STAGES
-
-
 def stage_profile_config(cfg: Config) -> ProfileConfig:
     """The profile section with resolution, width, classes, device and seed of the experiment."""
     exp = cfg.experiment
@@ -565,312 +613,20 @@ def stage_profile_config(cfg: Config) -> ProfileConfig:
     )
 
 
-# ---- presets -----------------------------------------------------------------------------------
-def _smoke() -> Config:
-    finetune = FinetuneConfig(epochs=2, batch_size=32, max_steps_per_epoch=2)
-    return Config(
-        preset="smoke",
-        experiment=ExperimentConfig(dataset="digits", width_mult=0.25, train_per_class=10, eval_per_class=5, threads=1),
-        profile=ProfileConfig(min_run_time=0.005, blocks=2),
-        pretrain=PretrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="cosine", max_steps_per_epoch=3),
-        search=SearchConfig(
-            epochs=3, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9,
-            max_steps_per_epoch=2, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1,
-        ),
-        finetune=finetune,
-        evaluate=EvaluateConfig(batch_size=64, measure_samples=2, measure_min_run_time=0.002, measure_blocks=1),
-        baseline=baseline_like_retrain(finetune),
-        comparator=ComparatorConfig(
-            epochs=2, max_steps_per_epoch=2, blockdrop_lr=1e-3, blockdrop_backbone_lr=1e-3,
-            oneshot_samples=20, oneshot_eval_batches=1, oneshot_retrain_top=2,
-        ),
-    )
-
-
-def _cpu() -> Config:
-    # Digits at width 0.5 with the 24-channel stage at stride 2, one intra-op thread (at these
-    # sizes a second thread gains little and, on a shared machine, can cost a lot). Measured on
-    # the 2-core build machine: pretrain 4.8 min, search 4.8 min, finetune 0.5, evaluate 0.1. Reduced
-    # scale: 12 search epochs instead of 500, so U_t falls ~40x faster per step; alpha 0.9 and
-    # U_end = 0.8 x the MobileNetV2 path keep the end of the schedule reachable by sampled
-    # policies, and a small entropy bonus lets the policy sharpen within the short search.
-    # Baselines: the finetune budget as re-training from scratch (Adam, lr 0.01, 6 epochs);
-    # comparators: search + finetune epochs after the same pre-training.
-    finetune = FinetuneConfig(epochs=6, batch_size=32, lr=0.01)
-    return Config(
-        preset="cpu",
-        experiment=ExperimentConfig(dataset="digits", width_mult=0.5, stage24_stride=2, threads=1),
-        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=40),
-        pretrain=PretrainConfig(epochs=12, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
-        search=SearchConfig(
-            epochs=12, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
-            entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
-        ),
-        finetune=finetune,
-        evaluate=EvaluateConfig(measure_samples=16, measure_min_run_time=0.02, measure_blocks=2),
-        baseline=baseline_like_retrain(finetune),
-        comparator=ComparatorConfig(
-            epochs=12 + finetune.epochs, blockdrop_lr=1e-3, oneshot_samples=200, oneshot_retrain_top=3
-        ),
-    )
-
-
-def _cifar10_cpu() -> Config:
-    # CIFAR-10 (JPEG q75), 300 training and 100 validation/test images per class (3,000 / 1,000 /
-    # 1,000), width 0.5, 24-channel stage at stride 2, one thread. Measured on the 2-core build
-    # machine: 62 s per pre-training epoch, 93 s per search epoch (+ ~50 s profiling), so about
-    # 16 + 24 + 7 minutes for the three stages.
-    finetune = FinetuneConfig(epochs=8, batch_size=32, lr=0.01)
-    return Config(
-        preset="cifar10-cpu",
-        experiment=ExperimentConfig(
-            dataset="cifar10-jpeg", width_mult=0.5, stage24_stride=2, train_per_class=300, eval_per_class=100, threads=1
-        ),
-        profile=ProfileConfig(min_run_time=0.02, blocks=3, children=40),
-        pretrain=PretrainConfig(epochs=15, batch_size=32, lr=0.05, weight_decay=5e-4, schedule="cosine"),
-        search=SearchConfig(
-            epochs=15, batch_size=32, controller_lr=5e-3, graph_lr=0.01, graph_momentum=0.9, alpha=0.9,
-            entropy_bonus=0.05, upper_end_factor=0.8, measure_samples=8, measure_min_run_time=0.01, measure_blocks=2,
-        ),
-        finetune=finetune,
-        evaluate=EvaluateConfig(measure_samples=32, measure_min_run_time=0.02, measure_blocks=2),
-        baseline=baseline_like_retrain(finetune),
-        comparator=ComparatorConfig(
-            epochs=15 + finetune.epochs, blockdrop_lr=1e-3, oneshot_samples=200, oneshot_retrain_top=3
-        ),
-    )
-
-
-def _paper(dataset: str) -> Config:
-    # §4.2 and the original code's published commands; 'retrain' is what the paper reports.
-    finetune = FinetuneConfig(mode="retrain", epochs=300, batch_size=32)
-    return Config(
-        preset=dataset,
-        # the paper's scale needs a GPU; `--device cpu` (or `--set device=cpu`) overrides it
-        experiment=ExperimentConfig(dataset=dataset, width_mult=1.0, num_workers=4, device="cuda"),
-        profile=ProfileConfig(min_run_time=0.05, blocks=5, children=64),
-        pretrain=PretrainConfig(),
-        search=SearchConfig(keep_graph_checkpoints=False, measure_samples=16),
-        finetune=finetune,
-        evaluate=EvaluateConfig(measure_samples=100),
-        baseline=baseline_like_retrain(finetune),  # §4.2's re-training: Adam, lr 0.01, cosine, 300 epochs
-        comparator=ComparatorConfig(epochs=SearchConfig().epochs + finetune.epochs),  # 10,000 one-shot samples
-    )
-
-
-PRESETS: dict[str, Any] = {
-    "smoke": _smoke,
-    "cpu": _cpu,
-    "cifar10-cpu": _cifar10_cpu,
-    "cifar10": lambda: _paper("cifar10"),
-    "cifar100": lambda: _paper("cifar100"),
-    "tinyimagenet": lambda: _paper("tinyimagenet"),
-    "imagenet": lambda: _paper("imagenet"),
+# Names that moved out of this module when presets and overrides got modules of their own, still
+# importable from here (``from instanas_core.config import get_preset``). Those modules import this
+# one, so they are loaded on first use rather than at import (no cycle); not in ``__all__``.
+_MOVED = {
+    "PRESETS": "presets",
+    "get_preset": "presets",
+    "apply_overrides": "config_io",
+    "override_target": "config_io",
+    "config_to_dict": "config_io",
+    "config_from_dict": "config_io",
 }
 
 
-def get_preset(name: str) -> Config:
-    """A fresh :class:`Config` for preset ``name`` (see the module docstring)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}.")
-    return PRESETS[name]()
-
-
-# ---- overrides ---------------------------------------------------------------------------------
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-_NONE = ("none", "null")
-
-
-def _convert(text: str, hint: Any, key: str) -> Any:
-    """``text`` as a value of type ``hint`` (bool, int, float, str, or X | None). Ranges, and
-    finiteness of floats, are checked by the section's ``__post_init__``."""
-    args = typing.get_args(hint)
-    if type(None) in args:
-        if text.strip().lower() in _NONE:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        hint = inner[0]
-    if hint is bool:
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ConfigError(f"{key} expects true or false, got {text!r}.")
-    if hint is int:
-        try:
-            return int(text)
-        except ValueError:
-            # seeds are where a float spelling (1e23) is most likely; say their range with the form
-            span = f" from 0 to {SEED_MAX}" if key.rsplit(".", 1)[-1] in ("seed", "data_seed") else ""
-            raise ConfigError(f"{key} expects an integer{span}, written in digits (such as 3), got {text!r}.") from None
-    if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{key} expects a number, got {text!r}.") from None
-    if hint is str:
-        return text
-    raise ConfigError(f"{key} cannot be set from the command line (type {hint}).")
-
-
-def _hints(obj: Any) -> dict[str, Any]:
-    return typing.get_type_hints(type(obj))
-
-
-def _valid_keys(cfg: Config, section: str | None) -> str:
-    parts = []
-    for sec in _SECTIONS:
-        names = [f.name for f in dataclasses.fields(getattr(cfg, sec))]
-        mark = " (may be given unqualified)" if sec in ("experiment", section) else ""
-        parts.append(f"{sec}{mark}: {', '.join(names)}")
-    return "; ".join(parts)
-
-
-def override_target(cfg: Config, item: str, section: str | None = None) -> tuple[str, str, str]:
-    """The ``(section, field, value text)`` that one ``key=value`` override sets (see
-    :func:`apply_overrides` for how an unqualified key is resolved); unknown keys are refused."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form key=value. Valid keys: {_valid_keys(cfg, section)}.")
-    key, text = (s.strip() for s in item.split("=", 1))
-    if "." in key:
-        sec, name = key.split(".", 1)
-        if sec not in _SECTIONS:
-            raise ConfigError(f"unknown section {sec!r} in {item!r}. Valid keys: {_valid_keys(cfg, section)}.")
-    else:
-        sec, name = None, key
-        for candidate in ([section] if section else []) + ["experiment"]:
-            if name in {f.name for f in dataclasses.fields(getattr(cfg, candidate))}:
-                sec = candidate
-                break
-        if sec is None:
-            raise ConfigError(f"unknown setting {key!r}. Valid keys: {_valid_keys(cfg, section)}.")
-    if name not in _hints(getattr(cfg, sec)):
-        raise ConfigError(f"unknown setting {sec}.{name!r}. Valid keys: {_valid_keys(cfg, section)}.")
-    return sec, name, text
-
-
-# Fields of the profile section that a stage does not read: stage_profile_config takes them from the
-# experiment (the data set's resolution and class count, its width, device and seed). A value given
-# for one of them that differs from the experiment's would be silently ignored, so it is refused.
-_PROFILE_FROM_EXPERIMENT = ("resolution", "num_classes", "width_mult", "device", "seed")
-
-
-def _check_profile_overrides(cfg: Config, given: dict[str, Any]) -> None:
-    derived = stage_profile_config(cfg)
-    info = cfg.experiment.info
-    for name in _PROFILE_FROM_EXPERIMENT:
-        if name not in given or given[name] == getattr(derived, name):
-            continue
-        if name == "num_classes":
-            raise ConfigError(
-                f"profile.num_classes={given[name]!r} does not match the data set: {cfg.experiment.dataset} has "
-                f"{info.num_classes} classes, and a run's latency table is profiled for the data set's class count "
-                "(the size of the classifier). Leave profile.num_classes out (stages take it from experiment.dataset) "
-                f"or choose a data set with {given[name]!r} classes."
-            )
-        if name == "resolution":
-            raise ConfigError(
-                f"profile.resolution={given[name]!r} does not match the data set: {cfg.experiment.dataset}'s images "
-                f"are {info.resolution} px, and a run's latency table is profiled at the data set's resolution. "
-                "Leave profile.resolution out (stages take it from experiment.dataset)."
-            )
-        raise ConfigError(
-            f"profile.{name}={given[name]!r} differs from experiment.{name}={getattr(derived, name)!r}, which stages "
-            f"profile with (a profile.{name} of its own would be ignored). Set experiment.{name} instead."
-        )
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section: str | None = None) -> Config:
-    """Apply ``key=value`` strings; ``key`` is ``section.field`` or a bare field of ``section``
-    or of ``experiment``. Returns a new Config; values are validated by each section's
-    ``__post_init__``. A setting given twice (also once qualified and once not) is refused rather
-    than silently taking the last value."""
-    if section is not None and section not in STAGES:
-        raise ConfigError(f"unknown stage {section!r}; stages: {', '.join(STAGES)}.")
-    changes: dict[str, dict[str, Any]] = {}
-    given_as: dict[tuple[str, str], str] = {}
-    for item in overrides:
-        sec, name, text = override_target(cfg, item, section)
-        if (sec, name) in given_as:
-            raise ConfigError(
-                f"{sec}.{name} is set twice ({given_as[sec, name]!r} and {item!r}); give each setting once."
-            )
-        given_as[sec, name] = item
-        changes.setdefault(sec, {})[name] = _convert(text, _hints(getattr(cfg, sec))[name], f"{sec}.{name}")
-    new = {}
-    for sec, values in changes.items():
-        try:
-            new[sec] = dataclasses.replace(getattr(cfg, sec), **values)
-        except ConfigError:
-            raise
-        except ValueError as exc:  # ProfileConfig's own checks
-            raise ConfigError(str(exc)) from None
-    out = dataclasses.replace(cfg, **new)
-    if "profile" in changes:
-        _check_profile_overrides(out, changes["profile"])
-    return out
-
-
-def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-_SECTION_KINDS: dict[str, type] = {
-    "experiment": ExperimentConfig,
-    "profile": ProfileConfig,
-    "pretrain": PretrainConfig,
-    "search": SearchConfig,
-    "finetune": FinetuneConfig,
-    "evaluate": EvaluateConfig,
-    "baseline": BaselineConfig,
-    "comparator": ComparatorConfig,
-}
-
-
-def config_from_dict(d: Any, source: Any = None) -> Config:
-    """Inverse of :func:`config_to_dict`; unknown keys are refused (a config from another
-    version of the code should be looked at, not silently half-read).
-
-    ``d`` may be any JSON value (a hand-edited or damaged ``config.json``): whatever is wrong is
-    refused with one :class:`ConfigError` that names ``source`` (the file, when given), the section
-    and the setting.
-    """
-    where = f"the configuration {source}" if source is not None else "the saved configuration"
-    fix = (
-        "Restore the file from a copy, or start from a preset instead (--preset, with --overwrite for a stage folder)."
-    )
-
-    def refuse(what: str) -> ConfigError:
-        return ConfigError(f"{where} {what}. {fix}")
-
-    if not isinstance(d, dict):
-        raise refuse(
-            f"is {json_kind(d)}, not a JSON object of sections (a config.json that a stage wrote is an object with "
-            f"the keys preset, {', '.join(_SECTION_KINDS)})"
-        )
-    unknown = [k for k in d if k != "preset" and k not in _SECTION_KINDS]
-    if unknown:
-        raise refuse(f"has unknown sections {', '.join(map(repr, unknown))} (sections: {', '.join(_SECTION_KINDS)})")
-    preset = d.get("preset", "custom")
-    if not isinstance(preset, str):
-        raise refuse(f"has a preset that is {json_kind(preset)}, not a name")
-    sections = {}
-    for name, kind in _SECTION_KINDS.items():
-        if name not in d:
-            continue
-        values = d[name]
-        if not isinstance(values, dict):
-            raise refuse(f"has a section {name!r} that is {json_kind(values)}, not a JSON object of settings")
-        fields = [f.name for f in dataclasses.fields(kind)]
-        extra = [k for k in values if k not in fields]
-        if extra:
-            raise refuse(
-                f"has settings in section {name!r} that this version of the code does not know: "
-                f"{', '.join(map(repr, extra))} (valid: {', '.join(fields)})"
-            )
-        try:
-            sections[name] = kind(**values)
-        except (ValueError, TypeError) as exc:  # the section's own checks (ProfileConfig raises ValueError)
-            raise refuse(f"has a bad value in section {name!r}: {str(exc).rstrip('.')}") from None
-    return Config(preset=preset, **sections)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -201,7 +201,9 @@ def _resolve(device_name: str, local_rank: int | None) -> torch.device:
     device = torch.device(device_name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device_name!r} was asked for, but CUDA is not available here; use --device cpu.")
+            raise ConfigError(
+                f"device {device_name!r} was asked for, but CUDA is not available here; use --device cpu."
+            )
         if local_rank is not None:
             device = torch.device("cuda", local_rank)
     return device

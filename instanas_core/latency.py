@@ -38,11 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-# torch.utils.benchmark imports cpp_extension, which warns about a missing CUDA toolkit on CPU
-# machines; the warning says nothing about timing, so keep it out of every command's output.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
-
 from .controller import Controller
 from .env import describe_environment
 from .flops import count_macs, count_params
@@ -50,6 +45,12 @@ from .meta_graph import MetaGraph
 from .policy import enforce_at_least_one, sample_random_policy
 from .search_space import SearchSpace
 from .validation import is_finite_number, json_kind
+
+# torch.utils.benchmark imports cpp_extension, which warns about a missing CUDA toolkit on CPU
+# machines; the warning says nothing about timing, so keep it out of every command's output.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
 
 __all__ = [
     "TimingConfig",

@@ -23,8 +23,8 @@ import copy
 import torch
 from torch import nn
 
-from .modules import build_module, conv_bn_act
-from .policy import enforce_at_least_one
+from .modules import build_head, build_module, build_stem, init_weights
+from .policy import required_mask
 from .search_space import CellSpec, SearchSpace, make_search_space
 
 __all__ = ["Cell", "MetaGraph", "ChildCell", "ChildNetwork", "build_meta_graph", "EXECUTIONS"]
@@ -102,17 +102,10 @@ class MetaGraph(nn.Module):
     def __init__(self, space: SearchSpace, dropout: float = 0.0) -> None:
         super().__init__()
         self.space = space
-        self.stem = conv_bn_act(3, space.stem_out_channels, 3, space.stem_stride)
+        self.stem = build_stem(space)
         self.cells = nn.ModuleList(Cell(spec, space.modules) for spec in space.cells())
-        last = self.cells[-1].spec.out_channels
-        self.head = nn.Sequential(
-            conv_bn_act(last, space.head_out_channels, 1),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(space.head_out_channels, space.num_classes),
-        )
-        _init_weights(self)
+        self.head = build_head(space, self.cells[-1].spec.out_channels, dropout)
+        init_weights(self)
 
     @property
     def num_cells(self) -> int:
@@ -122,8 +115,13 @@ class MetaGraph(nn.Module):
     def num_modules(self) -> int:
         return self.space.num_modules
 
-    def check_policy(self, policy: torch.Tensor, batch: int) -> torch.Tensor:
-        """Validate shape, broadcast a single (T, K) row, and apply the at-least-one rule."""
+    def validate_policy(self, policy: torch.Tensor, batch: int) -> torch.Tensor:
+        """Check a policy and broadcast a single (T, K) row to (batch, T, K); never repair it.
+
+        The at-least-one rule is applied once, where policies are made (every maker in
+        :mod:`instanas_core.policy` applies it, and :func:`~instanas_core.policy.enforce_at_least_one`
+        applies it to a hand-made one): a policy that leaves a shape-changing cell empty is refused
+        here rather than silently changed."""
         t, k = self.num_cells, self.num_modules
         if policy.dim() == 2:
             policy = policy.unsqueeze(0).expand(batch, t, k)
@@ -132,11 +130,19 @@ class MetaGraph(nn.Module):
                 f"policy must have shape (batch={batch}, cells={t}, modules={k}) or ({t}, {k}); "
                 f"got {tuple(policy.shape)}."
             )
-        return enforce_at_least_one(policy, self.space)
+        policy = policy.float()
+        empty = (policy.sum(-1) == 0) & required_mask(self.space, policy.device)  # (B, T)
+        if bool(empty.any()):
+            samples, cells = (int(v) for v in empty.nonzero()[0])
+            raise ValueError(
+                f"the policy of sample {samples} selects no module in cell {cells}, which changes shape and must run "
+                f"one ({int(empty.sum())} such sample/cell pairs in all). Make policies with instanas_core.policy "
+                "(sample_policy, greedy_policy, drop_path_policy, sample_random_policy), or pass a hand-made one "
+                "through enforce_at_least_one, which switches on the default module there."
+            )
+        return policy
 
-    def forward_features(
-        self, x: torch.Tensor, policy: torch.Tensor, execution: str = "subset"
-    ) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, policy: torch.Tensor, execution: str = "subset") -> torch.Tensor:
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}.")
         if x.dim() != 4 or x.shape[1] != 3:
@@ -145,7 +151,7 @@ class MetaGraph(nn.Module):
                 f"{self.space.resolution} in this space); got a tensor of shape {tuple(x.shape)}. Add a batch "
                 "dimension with x.unsqueeze(0), or convert grey images to RGB."
             )
-        policy = self.check_policy(policy, x.shape[0])  # (B, T, K)
+        policy = self.validate_policy(policy, x.shape[0])  # (B, T, K)
         x = self.stem(x)  # (B, C_stem, H, W)
         if execution == "masked":
             for t, cell in enumerate(self.cells):
@@ -166,13 +172,13 @@ class MetaGraph(nn.Module):
     def extract_child(self, policy_row: torch.Tensor, share_weights: bool = False) -> "ChildNetwork":
         """A standalone network holding only the chosen modules.
 
-        policy_row: (T, K) or (1, T, K). Skipped cells vanish; required cells with no module get
-        the default module, exactly as in :meth:`forward`. By default the modules are copied (a
+        policy_row: (T, K) or (1, T, K), a valid policy (:meth:`validate_policy`). Skipped cells
+        vanish, exactly as in :meth:`forward`. By default the modules are copied (a
         deployable network, independent of later training); ``share_weights=True`` returns a
         view whose modules *are* the meta-graph's, for routed inference without copies.
         """
         own = (lambda m: m) if share_weights else copy.deepcopy
-        policy = self.check_policy(policy_row.reshape(1, self.num_cells, self.num_modules).cpu(), 1)[0]
+        policy = self.validate_policy(policy_row.reshape(1, self.num_cells, self.num_modules).cpu(), 1)[0]
         cells = []
         for t, cell in enumerate(self.cells):
             chosen = [own(cell.branches[k]) for k in range(self.num_modules) if policy[t, k] > 0.5]
@@ -207,18 +213,6 @@ class ChildNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.cells(self.stem(x)))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 def build_meta_graph(

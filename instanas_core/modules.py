@@ -19,7 +19,15 @@ from torch import nn
 
 from .search_space import parse_module_name
 
-__all__ = ["BasicBranch", "InvertedResidualBranch", "build_module", "conv_bn_act"]
+__all__ = [
+    "BasicBranch",
+    "InvertedResidualBranch",
+    "build_module",
+    "conv_bn_act",
+    "build_stem",
+    "build_head",
+    "init_weights",
+]
 
 
 def conv_bn_act(
@@ -62,3 +70,34 @@ def build_module(name: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
     if spec.kind == "basic":
         return BasicBranch(in_ch, out_ch, stride)
     return InvertedResidualBranch(in_ch, out_ch, stride, spec.kernel, spec.expansion)
+
+
+def build_stem(space) -> nn.Module:
+    """The stem every network of the search space starts with: 3x3 conv, BN, ReLU6 (Fig. 3)."""
+    return conv_bn_act(3, space.stem_out_channels, 3, space.stem_stride)
+
+
+def build_head(space, in_channels: int, dropout: float = 0.0) -> nn.Sequential:
+    """The head every network of the search space ends with: 1x1 conv to ``head_out_channels``,
+    global average pooling, dropout and the linear classifier."""
+    return nn.Sequential(
+        conv_bn_act(in_channels, space.head_out_channels, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(space.head_out_channels, space.num_classes),
+    )
+
+
+def init_weights(model: nn.Module) -> None:
+    """The meta-graph's initialisation: Kaiming fan-out convolutions, unit BatchNorm, a small
+    linear classifier."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -172,9 +172,7 @@ def recorded_files(folder: str | os.PathLike) -> list[str]:
 def _nested_owned(folder: Path) -> list[Path]:
     """Sub-folders of ``folder`` with a manifest of their own (a stage inside a stage, such as
     ``comparators/oneshot/retrain-00003``), outermost first."""
-    return sorted(
-        (m.parent for m in folder.rglob(MANIFEST_NAME) if m.parent != folder), key=lambda p: len(p.parts)
-    )
+    return sorted((m.parent for m in folder.rglob(MANIFEST_NAME) if m.parent != folder), key=lambda p: len(p.parts))
 
 
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
@@ -277,7 +275,9 @@ def _delete_listed(folder: Path, files: list[str]) -> list[str]:
     deleted = []
     for rel in files:
         p = folder / rel
-        leftovers = [t for t in p.parent.glob(p.name + ".tmp*") if _TMP.sub("", t.name) == p.name] if p.parent.is_dir() else []
+        leftovers = (
+            [t for t in p.parent.glob(p.name + ".tmp*") if _TMP.sub("", t.name) == p.name] if p.parent.is_dir() else []
+        )
         for q in [p] + leftovers:
             if q.is_symlink() or q.is_file():
                 q.unlink()

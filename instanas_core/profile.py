@@ -18,116 +18,78 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from .config import ProfileConfig
 from .controller import build_controller
+from .env import describe_environment
 from .latency import (
     LatencyTable,
-    TimingConfig,
     correlation_summary,
     fit_calibration,
     measure_children,
     policy_features,
     profile_lookup_table,
     sample_children,
+    thread_limit,
 )
-from .meta_graph import build_meta_graph
+from .meta_graph import MetaGraph
 from .ownership import claim, open_output_folder
-from .search_space import RESOLUTIONS
-from .validation import (
-    check_device,
-    check_field_types,
-    check_finite_floats,
-    check_seed,
-    check_width_mult,
-    is_finite_number,
-)
+from .search_space import SearchSpace, make_search_space
 
-__all__ = ["ProfileConfig", "run_profile", "format_summary"]
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    resolution: int = 32
-    width_mult: float = 1.0
-    num_classes: int = 10
-    threads: int = 1
-    children: int = 0
-    fit_fraction: float = 0.25  # share of children used to fit the calibration
-    device: str = "cpu"
-    seed: int = 0
-    min_run_time: float = 0.05
-    blocks: int = 5
-    # Timing passes over all children (an even number). The measured latency of a child is its
-    # minimum over the even-numbered passes, the repeat (the noise floor) its minimum over the
-    # odd-numbered ones: interference only ever adds time, and interleaving the two halves in
-    # time spreads slow drift over both alike. 2 gives one plain measurement and one repeat.
-    passes: int = 2
-
-    def __post_init__(self) -> None:
-        check_seed(self, "seed")  # before the type check, so that a float seed hears the range
-        check_field_types(self)  # then the range checks below compare numbers
-        if self.resolution not in RESOLUTIONS:
-            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution}.")
-        if self.children < 0:
-            raise ValueError(f"children must be >= 0, got {self.children}.")
-        if self.children and self.children < 8:
-            raise ValueError(f"children must be 0 or at least 8 (to fit and judge a calibration), got {self.children}.")
-        if not 0.0 < self.fit_fraction < 1.0:
-            raise ValueError(f"fit_fraction must lie strictly between 0 and 1, got {self.fit_fraction}.")
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}.")
-        if self.passes < 2 or self.passes % 2:
-            raise ValueError(f"passes must be an even number of at least 2 (measurement and repeat), got {self.passes}.")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}.")
-        if self.blocks < 1:
-            raise ValueError(f"blocks must be at least 1, got {self.blocks}.")
-        if not (is_finite_number(self.min_run_time) and self.min_run_time > 0):
-            raise ValueError(f"min_run_time must be a positive, finite number of seconds, got {self.min_run_time!r}.")
-        check_width_mult(self)
-        check_device(self)
-        check_finite_floats(self)
-
-    @property
-    def timing(self) -> TimingConfig:
-        return TimingConfig(min_run_time=self.min_run_time, blocks=self.blocks)
+__all__ = [
+    "ProfileConfig",
+    "run_profile",
+    "profile_space",
+    "check_table",
+    "format_summary",
+    "load_profile_panel",
+    "stack_panels",
+]
 
 
 def run_profile(cfg: ProfileConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Profile, optionally check on children, write the artifacts; returns the summary."""
+    """Profile the paper's space at ``cfg``'s resolution and width (:func:`profile_space`);
+    returns the summary."""
+    space = make_search_space(cfg.resolution, cfg.width_mult, cfg.num_classes)
+    return profile_space(space, cfg, out_dir, progress)[1]
+
+
+def profile_space(
+    space: SearchSpace, cfg: ProfileConfig, out_dir: str | Path, progress: bool = True
+) -> tuple[LatencyTable, dict]:
+    """The one profiler (§4.1): time every (cell, module) of ``space`` at batch 1
+    (:func:`~instanas_core.latency.profile_lookup_table`); with ``cfg.children``, time that many
+    sampled children end to end in ``cfg.passes`` interleaved passes, fit the affine calibration on
+    the first ``fit_fraction`` and judge it on the rest. Writes ``lut.json``, ``summary.json`` (and
+    ``correlation.csv``) into ``out_dir``; a stage's run table (``RUN/profile``) and ``instanas
+    profile`` both come from here. Returns the table and the summary."""
     out = open_output_folder(out_dir, "profile")
     # Refuse to write over files of someone else's before the minutes of timing, not after.
     for name in ("lut.json", "summary.json") + (("correlation.csv",) if cfg.children else ()):
         claim(out / name)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    graph = build_meta_graph(cfg.resolution, cfg.width_mult, cfg.num_classes).to(device).eval()
+    graph = MetaGraph(space).to(device).eval()
     controller = build_controller(graph).to(device).eval()
     table = profile_lookup_table(graph, controller, cfg.threads, cfg.timing, device, progress)
     summary: dict = {
         "config": dataclasses.asdict(cfg),
+        "space": space.to_dict(),
         "machine": {k: table.meta[k] for k in ("device_name", "cpu_model", "torch", "threads", "date")},
         "all_modules_ms": float(table.raw_estimate(torch.ones(1, graph.num_cells, graph.num_modules))[0]),
     }
     if cfg.children:
         policies = sample_children(graph, cfg.children, cfg.seed)
-        passes = measure_children(graph, policies, controller, cfg.threads, cfg.timing, device, cfg.passes, progress)
-        # (N, 2): measured, repeat
-        measured = np.stack([passes[:, 0::2].min(1), passes[:, 1::2].min(1)], axis=1)
+        measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress)  # (N, 2)
         n_fit = max(4, int(round(cfg.fit_fraction * cfg.children)))
         table.calibration = fit_calibration(table, policies[:n_fit], measured[:n_fit, 0])
-        est = table.estimate(policies).numpy()
-        raw = table.raw_estimate(policies).numpy()
-        _write_correlation(out / "correlation.csv", policies, table, est, raw, measured, n_fit)
-        ev = slice(n_fit, None)
-        summary["eval"] = correlation_summary(est[ev], measured[ev, 0], measured[ev, 1])
-        summary["eval_raw_sum"] = correlation_summary(raw[ev], measured[ev, 0])
-        summary["all_children"] = correlation_summary(est, measured[:, 0], measured[:, 1])
+        summary.update(_judge(table, policies, measured, n_fit, out / "correlation.csv"))
+        summary["all_children"] = correlation_summary(table.estimate(policies).numpy(), measured[:, 0], measured[:, 1])
         summary["calibration"] = table.calibration
         summary["measurement"] = (
             f"each child's minimum over {cfg.passes // 2} of {cfg.passes} timing passes; the repeat (noise floor) "
@@ -135,7 +97,61 @@ def run_profile(cfg: ProfileConfig, out_dir: str | Path, progress: bool = True) 
         )
     table.save(out / "lut.json")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return table, summary
+
+
+def check_table(
+    table: LatencyTable,
+    cfg: ProfileConfig,
+    children: int,
+    out_dir: str | Path,
+    progress: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Judge a finished table on ``children`` freshly sampled children (seed ``cfg.seed + 1``, not
+    the calibration's), each timed end to end with the controller in ``cfg.passes`` passes, with
+    the same measurement and files as :func:`profile_space` (every child judged, none fitted).
+    Writes ``correlation.csv`` and ``summary.json`` (with ``extra``) into ``out_dir``; returns the
+    summary."""
+    out = open_output_folder(out_dir, "profile")
+    for name in ("correlation.csv", "summary.json"):
+        claim(out / name)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    graph = MetaGraph(table.space).to(device).eval()
+    controller = build_controller(graph).to(device).eval()
+    policies = sample_children(graph, children, cfg.seed + 1)  # (N, T, K)
+    measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress)  # (N, 2)
+    summary = {
+        **(extra or {}),
+        "config": {"resolution": table.space.resolution, "width_mult": table.space.width_mult},
+        "space": table.space.to_dict(),
+        "machine": describe_environment(device, cfg.threads),
+        **_judge(table, policies, measured, 0, out / "correlation.csv"),
+        "calibration": table.calibration,
+        "mean_modules_run": float(np.mean(policy_features(table.space, policies)[:, 0])),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _measure(graph, controller, policies, cfg: ProfileConfig, device, passes: int, progress: bool) -> np.ndarray:
+    """(N, 2): each child's measured latency (minimum over the even passes) and its repeat (the
+    minimum over the odd ones, the noise floor)."""
+    with thread_limit(cfg.threads):
+        times = measure_children(graph, policies, controller, cfg.threads, cfg.timing, device, passes, progress)
+    return np.stack([times[:, 0::2].min(1), times[:, 1::2].min(1)], axis=1)
+
+
+def _judge(table: LatencyTable, policies, measured: np.ndarray, n_fit: int, csv_path: Path) -> dict:
+    """Write ``correlation.csv`` and return the summary entries of the children after ``n_fit``."""
+    est, raw = table.estimate(policies).numpy(), table.raw_estimate(policies).numpy()
+    _write_correlation(csv_path, policies, table, est, raw, measured, n_fit)
+    ev = slice(n_fit, None)
+    return {
+        "eval": correlation_summary(est[ev], measured[ev, 0], measured[ev, 1]),
+        "eval_raw_sum": correlation_summary(raw[ev], measured[ev, 0]),
+    }
 
 
 def _write_correlation(path: Path, policies, table: LatencyTable, est, raw, measured, n_fit: int) -> None:
@@ -144,14 +160,34 @@ def _write_correlation(path: Path, policies, table: LatencyTable, est, raw, meas
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["child", "split", "estimated_ms", "raw_estimate_ms", "measured_ms", "repeat_ms",
-             "modules_run", "residual_cells", "macs", "policy"]
+            [
+                "child",
+                "split",
+                "estimated_ms",
+                "raw_estimate_ms",
+                "measured_ms",
+                "repeat_ms",
+                "modules_run",
+                "residual_cells",
+                "macs",
+                "policy",
+            ]
         )
         for i in range(len(est)):
             bits = "".join(str(int(b)) for b in policies[i].flatten().tolist())
             w.writerow(
-                [i, "fit" if i < n_fit else "eval", f"{est[i]:.5f}", f"{raw[i]:.5f}", f"{measured[i, 0]:.5f}",
-                 f"{measured[i, 1]:.5f}", int(feats[i, 0]), int(feats[i, 1]), int(macs[i]), bits]
+                [
+                    i,
+                    "fit" if i < n_fit else "eval",
+                    f"{est[i]:.5f}",
+                    f"{raw[i]:.5f}",
+                    f"{measured[i, 0]:.5f}",
+                    f"{measured[i, 1]:.5f}",
+                    int(feats[i, 0]),
+                    int(feats[i, 1]),
+                    int(macs[i]),
+                    bits,
+                ]
             )
 
 
@@ -169,9 +205,44 @@ def format_summary(summary: dict) -> str:
             f"  calibration fitted on {c['fit_children']} children, judged on {e['n']} others:",
             f"    Pearson r {e['pearson_r']:.4f}   Spearman rho {e['spearman_rho']:.4f}   "
             f"MAPE {e['mape_pct']:.2f}%   within +-10%: {100 * e['within_10pct']:.1f}%",
-            f"    noise floor (two measurements of the same child within +-10%): "
-            f"{100 * e['repeat_within_10pct']:.1f}%",
+            f"    noise floor (two measurements of the same child within +-10%): {100 * e['repeat_within_10pct']:.1f}%",
             f"    plain sum without calibration: r {r['pearson_r']:.4f}, MAPE {r['mape_pct']:.2f}%, "
             f"within +-10%: {100 * r['within_10pct']:.1f}%",
         ]
     return "\n".join(lines)
+
+
+# ---- Figure 4 panels from profile folders ------------------------------------------------------------
+def load_profile_panel(folder: str | Path) -> dict:
+    """One Figure 4 panel (§4.1) from a profile folder (:func:`run_profile`'s, or the book's check
+    of a run's table, ``RUN/profile/check``): per child ``estimated``, ``measured`` and ``split``;
+    the judged ``r`` and ``within10``; a ``title``; the paper's ``paper_r`` at that resolution."""
+    from .paper_numbers import load_paper_claims
+
+    folder = Path(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    if "eval" not in summary:
+        raise ValueError(f"{folder} was profiled without children (children=0): nothing to correlate.")
+    with (folder / "correlation.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    res, width = summary["config"]["resolution"], summary["config"]["width_mult"]
+    paper = [c.value for c in load_paper_claims() if c.metric == "correlation" and c.subject.endswith(f"{res} px")]
+    return {
+        "estimated": np.array([float(r["estimated_ms"]) for r in rows]),
+        "measured": np.array([float(r["measured_ms"]) for r in rows]),
+        "split": np.array([r["split"] for r in rows]),
+        "r": summary["eval"]["pearson_r"],
+        "within10": summary["eval"]["within_10pct"],
+        "resolution": res,
+        "title": f"{res} px, width {width}" + (": this run's table" if folder.name == "check" else ": paper's space"),
+        "paper_r": paper[0] if paper else None,
+        "summary": summary,
+    }
+
+
+def stack_panels(panels: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Figure 4 panels as the per-panel lists :func:`~instanas_core.plots.plot_latency_correlation` takes."""
+    keys = ("estimated", "measured", "r", "within10", "resolution", "split", "paper_r")
+    out = {k: [p[k] for p in panels] for k in keys}
+    out["panel_titles"] = [p["title"] for p in panels]
+    return out

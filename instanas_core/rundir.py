@@ -190,9 +190,7 @@ def load_json(path: str | os.PathLike) -> Any:
     """Read a JSON file of a run folder; a file that is not JSON is refused with a
     :class:`RunDirError` that names it (json's own message names only a line and column)."""
     path = Path(path)
-    fix = (
-        "It was edited by hand or damaged: restore it from a copy, or run the stage that wrote it again with --overwrite."
-    )
+    fix = "It was edited by hand or damaged: restore it from a copy, or run the stage that wrote it again with --overwrite."
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -239,7 +237,9 @@ class MetricsLog:
         missing = set(self.columns) - set(row)
         extra = set(row) - set(self.columns)
         if missing or extra:
-            raise ValueError(f"metrics row does not match the header: missing {sorted(missing)}, extra {sorted(extra)}.")
+            raise ValueError(
+                f"metrics row does not match the header: missing {sorted(missing)}, extra {sorted(extra)}."
+            )
         line = io.StringIO()
         csv.writer(line).writerow([_format(row[c]) for c in self.columns])
         try:

@@ -40,7 +40,7 @@
 # q75)", never CIFAR-10).
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 n_per_class = 8  # images per class in the sample grids
 seed = 0  # seeds Python, NumPy and torch, and draws the images shown
@@ -52,7 +52,7 @@ ctx = book.start("00", preset, run_dir, seed=seed, namespace=globals())
 
 # %% [markdown]
 # ## The splits
-# Exactly as the training stages build them (`instanas_core.stages.common.build_split`): fixed,
+# Exactly as the training stages build them (`instanas_core.train.build_split`): fixed,
 # seeded, class-balanced subsets where the preset asks for them; a data set without a test split
 # of its own has one carved from its training images (see each data set's module).
 

@@ -35,7 +35,7 @@
 # calibration (r is invariant to affine maps); the share within ±10% is not.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 children = 0  # children timed for Figure 4; 0: the preset's default (smoke 8, cpu and cifar10-cpu 100, others 200)
 extra_resolutions = []  # more Figure 4 panels in the paper's space, e.g. [64, 224] (RUN/profile/extra-<R>px)
@@ -73,9 +73,9 @@ ctx.show(plots.plot_lut_heatmap(table, context=ctx.label), "01_lut_heatmap")
 # quarter of their children (grey) and judged on the rest (red).
 
 # %%
-n_children = book.check_children(preset, children)
+n_children = book.count_check_children(preset, children)
 folders = [book.ensure_latency_check(ctx.cfg, ctx.run_dir, table, n_children)]
-folders += book.ensure_extra_profiles(preset, ctx.run_dir, extra_resolutions, n_children)
+folders += book.ensure_extra_profiles(ctx.cfg, ctx.run_dir, extra_resolutions, n_children)
 panels = [book.load_profile_panel(folder) for folder in folders]
 assert all(len(p["estimated"]) == len(p["measured"]) > 0 and np.isfinite(p["r"]) for p in panels)
 ctx.show(plots.plot_latency_correlation(**book.stack_panels(panels), context=ctx.label), "01_figure4_latency_correlation")

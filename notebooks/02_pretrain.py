@@ -36,7 +36,7 @@
 # subprocess, since the kernel cannot be one rank of a process group); batch sizes stay global.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 pretrain_overrides = []  # settings of the pretrain stage, as `instanas pretrain --set` takes them (see above)
 seed = 0  # seeds Python, NumPy and torch in this kernel (the stage seeds itself from the preset)

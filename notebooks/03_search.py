@@ -38,7 +38,7 @@
 # subprocess, since the kernel cannot be one rank of a process group); batch sizes stay global.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 search_overrides = []  # settings of the search stage, as `instanas search --set` takes them (see above)
 figure1_variant = "C"  # whose controller Figure 1 shows: a variant A-E picked from the search, or "last"

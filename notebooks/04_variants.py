@@ -34,7 +34,7 @@
 # `["epochs=3", "mode=retrain"]`.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 variants = []  # letters to train and evaluate, e.g. ["A", "C", "E"]; []: the preset's default (smoke: C and E; others: A-E)
 finetune_overrides = []  # settings of the finetune stage, as `instanas finetune --set` takes them (see above)

@@ -39,7 +39,7 @@
 # e.g. `["epochs=3"]`.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 models = []  # baselines to train; []: the preset's default (smoke: mobilenetv2-1.0 and shufflenetv2-1.0; cpu: every MobileNetV2 and ShuffleNetV2 width)
 baseline_overrides = []  # settings of the baseline stage, as `instanas baseline --set` takes them (see above)

@@ -37,7 +37,7 @@
 # our search space.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 variants = []  # InstaNAS variants made here if missing; []: the preset's default (smoke: C and E; others: A-E)
 models = []  # baselines made here if missing; []: the preset's default (smoke: mobilenetv2-1.0 and shufflenetv2-1.0)

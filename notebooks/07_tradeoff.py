@@ -41,7 +41,7 @@
 # --set`, e.g. `["oneshot_samples=100"]`.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 comparators = ["oneshot", "blockdrop", "convnet-aig"]  # Figure 6's comparators to train (or load)
 comparator_overrides = []  # settings of the comparator stage, as `instanas comparator --set` takes them (see above)

@@ -35,7 +35,7 @@
 # assigned latency.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 variant = "C"  # whose test-set records Figure 7 shows (made here if notebook 04 did not)
 classes = 3  # rows of Figure 7: the first N classes (the paper shows three); 0: every class
@@ -45,8 +45,6 @@ difficulty_images = 0  # images per split of the synthetic run; 0: the preset's 
 seed = 0  # seeds Python, NumPy and torch in this kernel
 
 # %%
-import math
-
 from instanas_core import book, plots
 
 ctx = book.start("08", preset, run_dir, seed=seed, namespace=globals())

@@ -31,7 +31,7 @@
 # images are shown in boxes of the colour that rings their points.
 
 # %% tags=["parameters"]
-preset = "smoke"  # a preset of instanas_core.config: smoke, cpu, cifar10-cpu or a paper preset
+preset = "smoke"  # a preset of instanas_core.presets: smoke, cpu, cifar10-cpu or a paper preset
 run_dir = "runs/book-smoke"  # the run folder: figures/, tables/ and every stage's artifacts
 variant = "C"  # whose test-set records are embedded (made here if notebook 04 did not)
 boxes = 3  # architectures shown in boxes (the paper shows three)

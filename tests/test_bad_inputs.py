@@ -79,7 +79,9 @@ def test_unknown_setting(tmp_path, capsys):
 
 
 def test_unknown_book_parameter(tmp_path, capsys):
-    msg = cli_error(["book", "--preset", "smoke", "--run-dir", str(tmp_path), "--param", "pretrain_override=[]"], capsys)
+    msg = cli_error(
+        ["book", "--preset", "smoke", "--run-dir", str(tmp_path), "--param", "pretrain_override=[]"], capsys
+    )
     assert "'pretrain_override'" in msg and "Unknown notebook parameter" in msg
     assert not (tmp_path / "notebooks").exists()
 
@@ -93,7 +95,11 @@ def test_unknown_papermill_parameter(tmp_path):
     jupytext.write(jupytext.read(ROOT / "notebooks" / "02_pretrain.py"), src)
     with pytest.raises(papermill.PapermillExecutionError, match="Unknown parameter.*'seeed'.*02_pretrain"):
         papermill.execute_notebook(
-            str(src), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False, cwd=str(tmp_path),
+            str(src),
+            str(tmp_path / "out.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
             parameters={"preset": "smoke", "run_dir": str(tmp_path / "run"), "seeed": 1},
         )
     assert not (tmp_path / "run" / "pretrain").exists()
@@ -170,7 +176,9 @@ def test_corrupt_checkpoint(tmp_path, capsys):
 
 
 def test_missing_data_root(tmp_path, capsys):
-    msg = cli_error(stage("pretrain", tmp_path, "--dataset", "cifar10", "--set", f"data_root={tmp_path / 'nowhere'}"), capsys)
+    msg = cli_error(
+        stage("pretrain", tmp_path, "--dataset", "cifar10", "--set", f"data_root={tmp_path / 'nowhere'}"), capsys
+    )
     assert "CIFAR-10 files not found" in msg and "--download" in msg
 
 
@@ -255,7 +263,11 @@ def test_unknown_baseline(tmp_path, capsys):
 
 def test_non_finite_loss(tmp_path, capsys):
     msg = cli_error(stage("pretrain", tmp_path, "--set", "lr=1e30", "epochs=1", "max_steps_per_epoch=2"), capsys)
-    assert "pretrain stopped in epoch 0" in msg and "Nothing of this epoch was saved" in msg and "lower learning rate" in msg
+    assert (
+        "pretrain stopped in epoch 0" in msg
+        and "Nothing of this epoch was saved" in msg
+        and "lower learning rate" in msg
+    )
     assert not (tmp_path / "pretrain" / "last.pt").exists()
 
 

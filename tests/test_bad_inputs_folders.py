@@ -220,7 +220,7 @@ def test_stage_holds_its_lock_while_it_runs(tmp_path, monkeypatch):
     from instanas_core.stages import pretrain
 
     seen = []
-    real = pretrain.train_one_epoch
+    real = pretrain.run_pass
 
     def probing(*args, **kwargs):
         with pytest.raises(FolderBusyError) as busy:
@@ -228,7 +228,7 @@ def test_stage_holds_its_lock_while_it_runs(tmp_path, monkeypatch):
         seen.append(str(busy.value))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "train_one_epoch", probing)
+    monkeypatch.setattr(pretrain, "run_pass", probing)
     assert main(stage("pretrain", tmp_path / "run")) == 0
     assert seen and f"process {os.getpid()}" in seen[0]
     with FolderLock(tmp_path / "run" / "pretrain"):
@@ -252,8 +252,12 @@ def test_sigterm(tmp_path):
     first checkpoint leaves nothing."""
     run = tmp_path / "run"
     # batch size 1 over the whole smoke training split: the first epoch takes far longer than the wait
-    cmd = [sys.executable, "-m", "instanas_core", *stage("pretrain", run, "--set", "batch_size=1",
-                                                          "max_steps_per_epoch=none")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instanas_core",
+        *stage("pretrain", run, "--set", "batch_size=1", "max_steps_per_epoch=none"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.monotonic() + 120
     while not (run / "pretrain" / "environment.json").is_file() and time.monotonic() < deadline:
@@ -282,8 +286,20 @@ def test_every_writing_command_keeps_a_sentinel(book_smoke_run, tmp_path, capsys
         assert (folder / "lut.json").read_text() == "{}\n"
         assert (folder / "routed-latency.json").read_text() == "{}\n"
 
-    profile = ["profile", "--resolution", "32", "--width-mult", "0.25", "--min-run-time", "0.001", "--blocks", "1",
-               "--quiet", "--out", str(folder)]
+    profile = [
+        "profile",
+        "--resolution",
+        "32",
+        "--width-mult",
+        "0.25",
+        "--min-run-time",
+        "0.001",
+        "--blocks",
+        "1",
+        "--quiet",
+        "--out",
+        str(folder),
+    ]
     assert "lut.json exists and was not written by this command" in cli_error(profile, capsys)
     untouched()
     (tmp_path / "profile").mkdir()
@@ -296,7 +312,10 @@ def test_every_writing_command_keeps_a_sentinel(book_smoke_run, tmp_path, capsys
     )
     untouched()
     for argv in (
-        stage("pretrain", folder), stage("search", folder), stage("finetune", folder), stage("evaluate", folder),
+        stage("pretrain", folder),
+        stage("search", folder),
+        stage("finetune", folder),
+        stage("evaluate", folder),
         ["baseline", "--model", "mobilenetv2-0.4", "--preset", "smoke", "--run-dir", str(folder), "--quiet"],
         ["comparator", "--name", "blockdrop", "--preset", "smoke", "--run-dir", str(folder), "--quiet"],
         stage("pretrain", folder, "--overwrite"),

@@ -32,9 +32,9 @@ from instanas_core.stages.comparators import (
     CONVNET_AIG_COLUMNS,
     run_blockdrop,
     run_convnet_aig,
-    run_oneshot,
 )
-from instanas_core.stages.common import ensure_latency_table
+from instanas_core.stages.oneshot import run_oneshot
+from instanas_core.train import ensure_latency_table
 
 SMOKE = ["--preset", "smoke", "--dataset", "digits", "--quiet"]
 
@@ -80,7 +80,9 @@ def test_baseline_command_end_to_end_and_exact_resume(tmp_path, cfg):
     assert main(["baseline", "--model", name, *SMOKE, "--run-dir", str(run_a)]) == 0
 
     out = run_a / "baselines" / name
-    assert {"config.json", "environment.json", "metrics.csv", "last.pt", "summary.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "environment.json", "metrics.csv", "last.pt", "summary.json"} <= {
+        p.name for p in out.iterdir()
+    }
     rows = read_rows(out / "metrics.csv")
     assert tuple(rows[0]) == BASELINE_COLUMNS and len(rows) == cfg.baseline.epochs
     assert load_checkpoint(out / "last.pt")["epoch"] == cfg.baseline.epochs - 1
@@ -115,8 +117,20 @@ def test_baseline_command_end_to_end_and_exact_resume(tmp_path, cfg):
 def test_bad_model_name_is_refused_without_traceback(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "instanas_core", "baseline", "--model", "mobilenetv2-9.9", *SMOKE, "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "instanas_core",
+            "baseline",
+            "--model",
+            "mobilenetv2-9.9",
+            *SMOKE,
+            "--run-dir",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "unknown baseline 'mobilenetv2-9.9'" in proc.stderr and "shufflenetv2-1.0" in proc.stderr
@@ -179,7 +193,7 @@ def test_convnet_aig_trains_and_appends_its_row(pretrained, tmp_path, cfg):
     s = run_convnet_aig(cfg, run, progress=False)
     s = check_gated_result(run, "ConvNet-AIG", "convnet-aig", CONVNET_AIG_COLUMNS, cfg)
     assert s["settings"]["target_rate"] == cfg.comparator.aig_target_rate
-    assert 1 <= s["distinct_masks"] <= 2 ** 10
+    assert 1 <= s["distinct_masks"] <= 2**10
 
 
 # ---- OneshotNAS --------------------------------------------------------------------------------------
@@ -231,7 +245,10 @@ def test_oneshot_samples_front_and_retrained_points(pretrained, tmp_path, cfg):
 
     # Resuming a finished one-shot run reuses its samples and records nothing twice.
     again = run_oneshot(cfg, run, progress=False, resume=True)
-    assert again["frontier"] == s["frontier"] and len(rows_named(run, f"OneshotNAS-{s['retrained'][0]['sample_index']}")) == 1
+    assert (
+        again["frontier"] == s["frontier"]
+        and len(rows_named(run, f"OneshotNAS-{s['retrained'][0]['sample_index']}")) == 1
+    )
 
 
 # ---- InstaNAS rows from the evaluate stage ---------------------------------------------------------------

@@ -19,19 +19,35 @@ import nbformat
 import pytest
 
 from instanas_core import book
-from instanas_core.book import MANIFEST_FILE, BookError, run_book
+from instanas_core.book import MANIFEST_FILE, BookError, PipelineError, run_book
+from instanas_core.book.kernel import kernel_environment, numba_cache_dir
+from instanas_core.book.notebooks import select_notebooks
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CELL_TIMEOUT = 600
 BOOK = [
-    "00_overview_and_data", "01_latency_profiling", "02_pretrain", "03_search", "04_variants",
-    "05_baselines", "06_tables", "07_tradeoff", "08_qualitative", "09_architectures",
+    "00_overview_and_data",
+    "01_latency_profiling",
+    "02_pretrain",
+    "03_search",
+    "04_variants",
+    "05_baselines",
+    "06_tables",
+    "07_tradeoff",
+    "08_qualitative",
+    "09_architectures",
 ]
 FIGURES = {
     "00_overview_and_data": ["00_sample_grid", "00_augmented_grid", "00_class_balance"],
     "01_latency_profiling": ["01_lut_heatmap", "01_figure4_latency_correlation"],
     "02_pretrain": ["02_pretrain_curves", "02_droppath_schedule"],
-    "03_search": ["03_reward_bounds", "03_accuracy_vs_latency", "03_reward", "03_distinct_architectures", "03_figure1_latency_distribution"],
+    "03_search": [
+        "03_reward_bounds",
+        "03_accuracy_vs_latency",
+        "03_reward",
+        "03_distinct_architectures",
+        "03_figure1_latency_distribution",
+    ],
     "04_variants": ["04_variants_tradeoff"],
     "05_baselines": ["05_baselines_tradeoff"],
     "06_tables": [],
@@ -53,11 +69,24 @@ TABLES = {
 }
 # What the stages leave in the run folder (notebook 04 trains the smoke preset's variants C and E).
 STAGE_ARTIFACTS = [
-    "profile/lut.json", "profile/check/summary.json", "pretrain/last.pt", "pretrain/metrics.csv", "search/variants.json",
-    "search/epochs/epoch_0000.pt", "finetune-C/last.pt", "finetune-E/last.pt", "evaluate-C/records.npz", "evaluate-E/summary.json",
-    "baselines/mobilenetv2-1.0/summary.json", "baselines/shufflenetv2-1.0/summary.json", "comparators/oneshot/samples.npz",
-    "comparators/blockdrop/summary.json", "comparators/convnet-aig/summary.json",
-    "synthetic/search/summary.json", "synthetic/evaluate/records.npz", "results.csv",
+    "profile/lut.json",
+    "profile/check/summary.json",
+    "pretrain/last.pt",
+    "pretrain/metrics.csv",
+    "search/variants.json",
+    "search/epochs/epoch_0000.pt",
+    "finetune-C/last.pt",
+    "finetune-E/last.pt",
+    "evaluate-C/records.npz",
+    "evaluate-E/summary.json",
+    "baselines/mobilenetv2-1.0/summary.json",
+    "baselines/shufflenetv2-1.0/summary.json",
+    "comparators/oneshot/samples.npz",
+    "comparators/blockdrop/summary.json",
+    "comparators/convnet-aig/summary.json",
+    "synthetic/search/summary.json",
+    "synthetic/evaluate/records.npz",
+    "results.csv",
 ]
 
 
@@ -84,12 +113,15 @@ def test_every_notebook_runs_at_smoke(smoke_run):
             assert f"figures/{fig}.png" in entry["figures"]
         for table in TABLES[name]:
             for ext in ("csv", "md"):
-                assert (run / "tables" / f"{table}.{ext}").is_file() and f"tables/{table}.{ext}" in entry["tables"], (name, table)
+                assert (run / "tables" / f"{table}.{ext}").is_file() and f"tables/{table}.{ext}" in entry["tables"], (
+                    name,
+                    table,
+                )
     assert len(list((run / "figures").glob("*.png"))) >= 8
     for artifact in STAGE_ARTIFACTS:
         assert (run / artifact).is_file(), artifact
     check = json.loads((run / "profile" / "check" / "summary.json").read_text())
-    assert check["eval"]["n"] == book.check_children("smoke") == 8
+    assert check["eval"]["n"] == book.count_check_children("smoke") == 8
 
 
 def test_export_figures_copies_pngs_with_a_readme(smoke_run, tmp_path, capsys):
@@ -115,7 +147,9 @@ def test_tradeoff_benchmark_on_the_finished_smoke_run(smoke_run, tmp_path):
 
     run, _ = smoke_run
     before = (run / "results.csv").read_text()
-    result = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run), baseline_budget="preset"), tmp_path)
+    result = run_bench(
+        "tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run), baseline_budget="preset"), tmp_path
+    )
     summary = result["summary"]
     assert [r["model"] for r in summary["rows"]] == ["mobilenetv2-1.0", "InstaNAS-C", "InstaNAS-E"]
     assert summary["baseline_folder"] == "baselines/mobilenetv2-1.0" and summary["baseline_epochs"] == 2
@@ -143,7 +177,9 @@ def test_tradeoff_baseline_trains_with_instanas_budget(smoke_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run[0], run)
-    summary = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run)), tmp_path / "out")["summary"]
+    summary = run_bench("tradeoff", BenchConfig(quick=True, preset="smoke", run_dir=str(run)), tmp_path / "out")[
+        "summary"
+    ]
     assert summary["baseline_folder"] == "baselines/mobilenetv2-1.0-7ep"
     assert summary["baseline_epochs"] == 7 == sum(summary["instanas_epochs"].values())
     with (run / "baselines" / "mobilenetv2-1.0-7ep" / "metrics.csv").open() as f:
@@ -154,14 +190,23 @@ def test_tradeoff_baseline_trains_with_instanas_budget(smoke_run, tmp_path):
 def test_tables_are_headed_and_hold_both_sources(smoke_run):
     run, _ = smoke_run
     md = (run / "tables" / "06_table1_comparison.md").read_text()
-    assert "NOT the same data" in md and "preset smoke" in md and "Digits" in md and "latency as each row's latency_kind says" in md
+    assert (
+        "NOT the same data" in md
+        and "preset smoke" in md
+        and "Digits" in md
+        and "latency as each row's latency_kind says" in md
+    )
     with (run / "tables" / "06_table1_comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
     sources = {r["source"].split(",")[0] for r in rows}
     assert sources == {"paper", "this run"}
     kinds = {r["latency_kind"] for r in rows if r["source"].startswith("this run")}
     assert kinds == {"estimated", "measured"}
-    assert any(r["model"] == "mobilenetv2-1.0" and float(r["reduction_pct"]) == 0.0 for r in rows if r["source"].startswith("this run"))
+    assert any(
+        r["model"] == "mobilenetv2-1.0" and float(r["reduction_pct"]) == 0.0
+        for r in rows
+        if r["source"].startswith("this run")
+    )
     with (run / "tables" / "06_latency_reduction.csv").open() as f:
         reductions = {r["variant"]: r for r in csv.DictReader(f)}
     assert set(reductions) == {"C", "E"} and float(reductions["C"]["paper_reduction_pct"]) == 48.9
@@ -197,18 +242,22 @@ def test_ensure_stage_loads_finished_stages_and_refuses_other_settings(smoke_run
     assert summary["finished"] and "loaded" in capsys.readouterr().out
     assert (run / "pretrain" / "last.pt").stat().st_mtime_ns == before
     other = book.stage_config(cfg, "pretrain", ["epochs=3"])
-    with pytest.raises(BookError, match=r"other settings \(pretrain.epochs: 2 there, 3 here\)"):
+    with pytest.raises(PipelineError, match=r"other settings \(pretrain.epochs: 2 -> 3\)"):
         book.ensure_stage("pretrain", other, run)
     assert book.ensure_stage("pretrain", other, run, check_config=False)["epochs"] == 2  # an input to a later notebook
-    with pytest.raises(BookError, match="bad override for the search stage"):
+    with pytest.raises(PipelineError, match="bad override for the search stage"):
         book.stage_config(cfg, "search", ["epoch=3"])
 
 
 def test_bad_parameters_are_refused_before_anything_runs(tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(BookError, match=r"Unknown notebook parameter\(s\) 'n_per_clas'.*n_per_class \(int, default 8\)"):
+    with pytest.raises(
+        BookError, match=r"Unknown notebook parameter\(s\) 'n_per_clas'.*n_per_class \(int, default 8\)"
+    ):
         run_book("smoke", run, parameters={"n_per_clas": 4}, progress=False)
-    with pytest.raises(BookError, match=r"'n_per_class' of notebook 00_overview_and_data expects a value of type int.*'4' of type str"):
+    with pytest.raises(
+        BookError, match=r"'n_per_class' of notebook 00_overview_and_data expects a value of type int.*'4' of type str"
+    ):
         run_book("smoke", run, parameters={"n_per_class": "4"}, progress=False)
     with pytest.raises(BookError, match=r"expects a value of type list"):
         run_book("smoke", run, parameters={"extra_resolutions": 64}, progress=False)
@@ -238,11 +287,11 @@ def test_parameter_types_are_coerced_like_their_defaults():
 def test_selection_by_number_name_and_start():
     specs = book.discover_notebooks(NOTEBOOKS)
     keys = [s.key for s in specs]
-    assert [s.key for s in book._select(specs, ["01"], None)] == ["01"]
-    assert [s.key for s in book._select(specs, [0, "01_latency_profiling"], None)] == ["00", "01"]
-    assert [s.key for s in book._select(specs, None, "01")] == [k for k in keys if k >= "01"]
+    assert [s.key for s in select_notebooks(specs, ["01"], None)] == ["01"]
+    assert [s.key for s in select_notebooks(specs, [0, "01_latency_profiling"], None)] == ["00", "01"]
+    assert [s.key for s in select_notebooks(specs, None, "01")] == [k for k in keys if k >= "01"]
     with pytest.raises(BookError, match="leaves no notebook"):
-        book._select(specs, ["00"], "01")
+        select_notebooks(specs, ["00"], "01")
 
 
 def test_command_line_arguments():
@@ -250,14 +299,20 @@ def test_command_line_arguments():
 
     parser = argparse.ArgumentParser()
     book.add_book_arguments(parser)
-    args = parser.parse_args(["--preset", "cpu", "--only", "00", "01", "--param", "children=50", "--param", "extra_resolutions=[64]"])
+    args = parser.parse_args(
+        ["--preset", "cpu", "--only", "00", "01", "--param", "children=50", "--param", "extra_resolutions=[64]"]
+    )
     assert args.preset == "cpu" and args.only == ["00", "01"] and not args.force
     assert book.parse_param_assignments(args.param) == {"children": 50, "extra_resolutions": [64]}
 
 
 def test_param_assignments_from_the_command_line():
     assert book.parse_param_assignments(["n=5", "r=[64, 224]", "name=abc", "x=0.5", "f=True"]) == {
-        "n": 5, "r": [64, 224], "name": "abc", "x": 0.5, "f": True
+        "n": 5,
+        "r": [64, 224],
+        "name": "abc",
+        "x": 0.5,
+        "f": True,
     }
     with pytest.raises(BookError, match="NAME=VALUE"):
         book.parse_param_assignments(["oops"])
@@ -274,13 +329,21 @@ def test_kernel_resolves_to_this_interpreter_even_with_a_foreign_spec(tmp_path, 
     assert kernel["python"] == sys.executable and kernel["jupyter_path"] is None
     foreign = tmp_path / "jp" / "kernels" / "python3"
     foreign.mkdir(parents=True)
-    (foreign / "kernel.json").write_text(json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "x", "language": "python"}))
+    (foreign / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "x",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jp"))
     kernel = book.resolve_kernel("python3")
     assert kernel["argv"][0] == sys.executable and kernel["jupyter_path"]
     from jupyter_client.kernelspec import KernelSpecManager
 
-    with book._kernel_environment(tmp_path, kernel):
+    with kernel_environment(tmp_path, kernel):
         assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
     assert os.environ["JUPYTER_PATH"] == str(tmp_path / "jp")
 
@@ -299,7 +362,9 @@ HEADER = """\
 
 def tiny_book(folder: Path) -> Path:
     folder.mkdir()
-    (folder / "00_ok.py").write_text(HEADER + textwrap.dedent('''
+    (folder / "00_ok.py").write_text(
+        HEADER
+        + textwrap.dedent("""
         # %% tags=["parameters"]
         preset = "smoke"
         run_dir = "runs/tiny"
@@ -310,8 +375,11 @@ def tiny_book(folder: Path) -> Path:
         from pathlib import Path
         (Path(run_dir) / "figures").mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "figures" / "00_ok.png").write_bytes(b"png" * n)
-        '''))
-    (folder / "01_fails.py").write_text(HEADER + textwrap.dedent('''
+        """)
+    )
+    (folder / "01_fails.py").write_text(
+        HEADER
+        + textwrap.dedent("""
         # %% [markdown]
         # A notebook that fails when asked to.
 
@@ -326,7 +394,8 @@ def tiny_book(folder: Path) -> Path:
         # %%
         if fail:
             raise ValueError("boom")
-        '''))
+        """)
+    )
     (folder / "README.md").write_text("not a notebook")
     return folder
 
@@ -341,15 +410,21 @@ def test_failure_names_notebook_and_cell_and_resume(tmp_path):
     assert manifest["notebooks"]["00_ok"]["status"] == "complete"
     assert manifest["notebooks"]["00_ok"]["figures"] == ["figures/00_ok.png"]
     failed = manifest["notebooks"]["01_fails"]
-    assert failed["status"] == "failed" and failed["error"]["ename"] == "ValueError" and failed["error"]["cell_index"] == 3
+    assert (
+        failed["status"] == "failed" and failed["error"]["ename"] == "ValueError" and failed["error"]["cell_index"] == 3
+    )
     assert (run / "figures" / "00_ok.png").read_bytes() == b"pngpng"  # earlier output kept
     assert Path(failed["output"]).is_file()  # the executed copy holds the traceback
 
-    resumed = run_book("smoke", run, notebooks_dir=notebooks, parameters={"n": 2, "fail": False}, progress=False, timeout=CELL_TIMEOUT)
+    resumed = run_book(
+        "smoke", run, notebooks_dir=notebooks, parameters={"n": 2, "fail": False}, progress=False, timeout=CELL_TIMEOUT
+    )
     assert resumed["notebooks"]["00_ok"]["last_action"] == "skipped"
     assert resumed["notebooks"]["01_fails"]["status"] == "complete"
     # a changed parameter runs the notebook again
-    again = run_book("smoke", run, notebooks_dir=notebooks, only=["00"], parameters={"n": 3}, progress=False, timeout=CELL_TIMEOUT)
+    again = run_book(
+        "smoke", run, notebooks_dir=notebooks, only=["00"], parameters={"n": 3}, progress=False, timeout=CELL_TIMEOUT
+    )
     assert again["notebooks"]["00_ok"]["last_action"] == "executed"
     assert (run / "figures" / "00_ok.png").read_bytes() == b"png" * 3
 
@@ -357,21 +432,29 @@ def test_failure_names_notebook_and_cell_and_resume(tmp_path):
 def test_parameters_cell_must_hold_literals(tmp_path):
     folder = tmp_path / "nb"
     folder.mkdir()
-    (folder / "00_bad.py").write_text(HEADER + '\n# %% tags=["parameters"]\npreset = "smoke"\nrun_dir = "x"\nn = len("abc")\n')
+    (folder / "00_bad.py").write_text(
+        HEADER + '\n# %% tags=["parameters"]\npreset = "smoke"\nrun_dir = "x"\nn = len("abc")\n'
+    )
     with pytest.raises(BookError, match="non-literal default"):
         book.discover_notebooks(folder)
     (folder / "00_bad.py").write_text(HEADER + '\n# %% tags=["parameters"]\nrun_dir = "x"\n')
     with pytest.raises(BookError, match="'preset'"):
         book.discover_notebooks(folder)
     # papermill's own parser skips a line with a second '=' (here in the comment): refused
-    (folder / "00_bad.py").write_text(HEADER + '\n# %% tags=["parameters"]\npreset = "smoke"\nrun_dir = "x"\nsets = []  # e.g. epochs=3\n')
+    (folder / "00_bad.py").write_text(
+        HEADER + '\n# %% tags=["parameters"]\npreset = "smoke"\nrun_dir = "x"\nsets = []  # e.g. epochs=3\n'
+    )
     with pytest.raises(BookError, match="line 3 .* more than one '='"):
         book.discover_notebooks(folder)
 
 
 # ---- nbval on the converted notebooks ---------------------------------------------------------------
 def _stage_mtimes(run: Path) -> dict[str, int]:
-    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".pt", ".npz") or p.name == "results.csv"}
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in run.rglob("*")
+        if p.suffix in (".pt", ".npz") or p.name == "results.csv"
+    }
 
 
 def test_notebooks_pass_nbval(smoke_run, tmp_path):
@@ -390,10 +473,24 @@ def test_notebooks_pass_nbval(smoke_run, tmp_path):
     figure = run / "figures" / "09_figure8_umap.png"
     figure_mtime = figure.stat().st_mtime_ns
     env = dict(os.environ, MPLBACKEND="agg", PYTHONHASHSEED="0")
-    env.setdefault("NUMBA_CACHE_DIR", str(book._numba_cache_dir(run)))
+    env.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir(run)))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q", *map(str, converted)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            *map(str, converted),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert figure.stat().st_mtime_ns > figure_mtime  # the notebooks ran in this run folder ...

@@ -8,8 +8,21 @@ from instanas_core.config import ConfigError
 
 def test_stage_options_reach_the_config(tmp_path):
     args = build_parser().parse_args(
-        ["pretrain", "--preset", "smoke", "--dataset", "cifar10", "--device", "cpu", "--download",
-         "--run-dir", str(tmp_path), "--set", "epochs=3", "seed=7"]
+        [
+            "pretrain",
+            "--preset",
+            "smoke",
+            "--dataset",
+            "cifar10",
+            "--device",
+            "cpu",
+            "--download",
+            "--run-dir",
+            str(tmp_path),
+            "--set",
+            "epochs=3",
+            "seed=7",
+        ]
     )
     cfg = resolve_stage_config("pretrain", args)
     assert cfg.experiment.dataset == "cifar10" and cfg.experiment.download is True

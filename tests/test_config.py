@@ -50,7 +50,14 @@ def test_cifar10_cpu_runs_at_reduced_scale():
 def test_overrides_are_typed():
     cfg = apply_overrides(
         get_preset("smoke"),
-        ["epochs=7", "search.alpha=0.9", "train_meta_graph=false", "seed=3", "upper_end_ms=1.5", "max_steps_per_epoch=none"],
+        [
+            "epochs=7",
+            "search.alpha=0.9",
+            "train_meta_graph=false",
+            "seed=3",
+            "upper_end_ms=1.5",
+            "max_steps_per_epoch=none",
+        ],
         section="search",
     )
     assert cfg.search.epochs == 7 and isinstance(cfg.search.epochs, int)

@@ -47,7 +47,10 @@ def write_cifar100(root: Path) -> Path:
     for name, per_class in (("train", 4), ("test", 1)):
         fine = [c for c in range(100) for _ in range(per_class)]
         _dump(folder / name, {"fine_labels": fine, "coarse_labels": [c // 5 for c in fine], "data": _images(rng, fine)})
-    _dump(folder / "meta", {"fine_label_names": [f"f{c}" for c in range(100)], "coarse_label_names": [f"c{c}" for c in range(20)]})
+    _dump(
+        folder / "meta",
+        {"fine_label_names": [f"f{c}" for c in range(100)], "coarse_label_names": [f"c{c}" for c in range(20)]},
+    )
     return folder
 
 

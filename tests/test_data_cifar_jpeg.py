@@ -24,7 +24,9 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_packed(folder: Path, blobs: list[bytes] | None = None, labels: list[int] | None = None) -> tuple[Path, np.ndarray]:
+def write_packed(
+    folder: Path, blobs: list[bytes] | None = None, labels: list[int] | None = None
+) -> tuple[Path, np.ndarray]:
     """A packed file of ``PER_CLASS`` flat-coloured 32x32 images per class (colour = class)."""
     rng = np.random.default_rng(0)
     if blobs is None:
@@ -46,8 +48,15 @@ def _fresh_memo(monkeypatch):
 
 
 def _build(root, split, tmp_path, **options):
-    return build_dataset("cifar10-jpeg", root=root, split=split, cache_dir=tmp_path / "cache",
-                         val_per_class=2, test_per_class=1, **options)
+    return build_dataset(
+        "cifar10-jpeg",
+        root=root,
+        split=split,
+        cache_dir=tmp_path / "cache",
+        val_per_class=2,
+        test_per_class=1,
+        **options,
+    )
 
 
 def test_small_packed_file_is_split_and_decoded(tmp_path):
@@ -137,7 +146,9 @@ def test_inconsistent_arrays_are_refused(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "train.npz").is_file(), reason=f"{SHARED} is absent")
 def test_the_real_file_holds_50000_images_5000_per_class(tmp_path):
-    parts = {s: build_dataset("cifar10-jpeg", root=SHARED, split=s, cache_dir=tmp_path) for s in ("train", "val", "test")}
+    parts = {
+        s: build_dataset("cifar10-jpeg", root=SHARED, split=s, cache_dir=tmp_path) for s in ("train", "val", "test")
+    }
     assert {s: len(d) for s, d in parts.items()} == {"train": 40_000, "val": 5_000, "test": 5_000}
     labels = torch.cat([d.targets for d in parts.values()])
     assert torch.bincount(labels).tolist() == [5_000] * 10

@@ -20,7 +20,11 @@ def test_splits_are_disjoint_stratified_and_cover_everything():
     info = dataset_info("digits")
     assert {s: len(d) for s, d in parts.items()} == dict(info.splits)
     idx = {s: set(d.source_indices.tolist()) for s, d in parts.items()}
-    assert idx["train"].isdisjoint(idx["val"]) and idx["train"].isdisjoint(idx["test"]) and idx["val"].isdisjoint(idx["test"])
+    assert (
+        idx["train"].isdisjoint(idx["val"])
+        and idx["train"].isdisjoint(idx["test"])
+        and idx["val"].isdisjoint(idx["test"])
+    )
     assert len(idx["train"] | idx["val"] | idx["test"]) == 1797
     totals = torch.bincount(torch.cat([d.targets for d in parts.values()]), minlength=10)
     for name in ("val", "test"):

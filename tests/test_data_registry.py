@@ -61,7 +61,9 @@ def test_augment_defaults_to_train_split_only():
     assert any("Cutout" in type(t).__name__ for t in train.transform.transforms)
     assert not any("Cutout" in type(t).__name__ for t in test.transform.transforms)
     assert not any("Cutout" in type(t).__name__ for t in build_dataset("digits", augment=False).transform.transforms)
-    assert any("Cutout" in type(t).__name__ for t in build_dataset("digits", split="val", augment=True).transform.transforms)
+    assert any(
+        "Cutout" in type(t).__name__ for t in build_dataset("digits", split="val", augment=True).transform.transforms
+    )
 
 
 def test_return_index_appends_the_position():

@@ -30,14 +30,22 @@ from instanas_core.reward import combined_reward, reference_latencies, resolve_b
 from instanas_core.rundir import RunDirError, epoch_seed, load_checkpoint, save_checkpoint
 from instanas_core.stages import (
     controller_loss,
-    pretrain_one_epoch,
+    controller_step,
+    meta_graph_step,
+    pretrain_step,
     run_finetune,
     run_pretrain,
     run_search,
-    train_controller_epoch,
-    train_graph_epoch,
 )
-from instanas_core.stages.common import NonFiniteError, build_models, build_split, make_loader, make_optimizer, make_schedule
+from instanas_core.train import (
+    NonFiniteError,
+    build_models,
+    build_split,
+    make_loader,
+    make_optimizer,
+    make_schedule,
+    run_pass,
+)
 
 WORLD = 2
 STEPS = 2  # training steps per epoch kind in the two-process comparison
@@ -105,7 +113,9 @@ def _optimizers(cfg, graph, controller):
     p_opt = make_optimizer(graph.parameters(), "sgd", pc.lr, pc.weight_decay, pc.momentum, pc.nesterov)
     p_sched = make_schedule(p_opt, "constant", 1, STEPS)
     c_opt = torch.optim.Adam(controller.parameters(), lr=sc.controller_lr)
-    g_opt = make_optimizer(graph.parameters(), "sgd", sc.graph_lr, sc.graph_weight_decay, sc.graph_momentum, nesterov=False)
+    g_opt = make_optimizer(
+        graph.parameters(), "sgd", sc.graph_lr, sc.graph_weight_decay, sc.graph_momentum, nesterov=False
+    )
     return p_opt, p_sched, c_opt, g_opt
 
 
@@ -127,8 +137,13 @@ def _worker(rank: int, port: int, out: str) -> None:
     ``STEPS`` steps each (DDP, as the stages run them), then one step with fixed policies that
     leave a module unused on every rank and another unused on rank 1 only."""
     os.environ.update(
-        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
-         "WORLD_SIZE": str(WORLD)}
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(WORLD),
+        }
     )
     torch.set_num_threads(1)
     cfg = smoke_config()
@@ -148,24 +163,25 @@ def _worker(rank: int, port: int, out: str) -> None:
 
         result: dict = {}
         loader, gen = loader_and_gen("pretrain")
-        result["pretrain_stats"] = pretrain_one_epoch(
-            graph_model, p_opt, p_sched, loader, cpu, DROP_RATE, gen, STEPS, exp.use_channels_last, dist=dist
-        )
+        graph_model.train()
+        step = pretrain_step(graph_model, p_opt, p_sched, DROP_RATE, gen, dist)
+        result["pretrain_stats"] = run_pass(step, loader, STEPS, cpu, exp.use_channels_last, "pretrain", dist=dist)
         dist.sync_buffers(graph)
         result["pretrain"] = _snapshot(graph)
 
         loader, gen = loader_and_gen("controller")
-        result["controller_stats"] = train_controller_epoch(
-            controller_model, graph_model, c_opt, loader, cpu, table, bounds, sc, gen, STEPS, exp.use_channels_last,
-            dist=dist,
-        )
+        graph.eval()
+        controller_model.train()
+        step = controller_step(controller_model, graph_model, c_opt, table, bounds, sc, gen, dist)
+        result["controller_stats"] = run_pass(step, loader, STEPS, cpu, exp.use_channels_last, "controller", dist=dist)
         dist.sync_buffers(controller)
         result["controller"] = _snapshot(controller)
 
         loader, gen = loader_and_gen("graph")
-        result["graph_stats"] = train_graph_epoch(
-            graph_model, controller_model, g_opt, loader, cpu, table, sc, gen, STEPS, exp.use_channels_last, dist=dist
-        )
+        controller.eval()
+        graph_model.train()
+        step = meta_graph_step(graph_model, controller_model, g_opt, table, sc, gen, dist)
+        result["graph_stats"] = run_pass(step, loader, STEPS, cpu, exp.use_channels_last, "meta-graph", dist=dist)
         dist.sync_buffers(graph)
         result["graph"] = _snapshot(graph)
 
@@ -210,8 +226,18 @@ def _reference(cfg) -> dict:
     def micro_batches(kind: str):
         s = seeds[kind]
         loaders = [
-            iter(make_loader(train, cfg.pretrain.batch_size, True, s, exp, cpu, train=True,
-                             dist=DistContext(rank=r, world_size=WORLD)))
+            iter(
+                make_loader(
+                    train,
+                    cfg.pretrain.batch_size,
+                    True,
+                    s,
+                    exp,
+                    cpu,
+                    train=True,
+                    dist=DistContext(rank=r, world_size=WORLD),
+                )
+            )
             for r in range(WORLD)
         ]
         gens = [torch.Generator().manual_seed(rank_seed(s, r)) for r in range(WORLD)]
@@ -327,9 +353,25 @@ def test_torchrun_pretrain_then_resume_in_one_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "INSTANAS_DEBUG")}
     env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(
-        [*launcher, "--standalone", f"--nproc-per-node={WORLD}", "-m", "instanas_core", "pretrain", "--preset", "smoke",
-         "--run-dir", str(run), "--quiet", "--set", "stop_after_epoch=0"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            *launcher,
+            "--standalone",
+            f"--nproc-per-node={WORLD}",
+            "-m",
+            "instanas_core",
+            "pretrain",
+            "--preset",
+            "smoke",
+            "--run-dir",
+            str(run),
+            "--quiet",
+            "--set",
+            "stop_after_epoch=0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = run / "pretrain"
@@ -355,7 +397,7 @@ def test_a_notebook_launches_torchrun_when_asked_for_more_processes(tmp_path, ca
     assert json.loads((tmp_path / "pretrain" / "environment.json").read_text())["world_size"] == WORLD
     assert [r["epoch"] for r in read_rows(tmp_path / "pretrain" / "metrics.csv")] == ["0"]
     assert book.ensure_stage("pretrain", cfg, tmp_path, nproc=WORLD) == summary  # finished: loaded, not launched
-    with pytest.raises(book.BookError, match="only pretrain, search and finetune"):
+    with pytest.raises(book.PipelineError, match="only pretrain, search and finetune"):
         book.launch_stage("evaluate", cfg, tmp_path, WORLD)
 
 
@@ -390,13 +432,17 @@ def test_non_finite_loss_stops_before_the_checkpoint(stopped_run, tmp_path, monk
     assert load_checkpoint(run / "pretrain" / "last.pt")["epoch"] == 0
     assert [r["epoch"] for r in read_rows(run / "pretrain" / "metrics.csv")] == ["0"]
     # The command line prints it as one paragraph and exits 2.
-    assert main(["pretrain", "--run-dir", str(run), "--quiet", "--resume", *sum([["--set", o] for o in EXACT], [])]) == 2
+    assert (
+        main(["pretrain", "--run-dir", str(run), "--quiet", "--resume", *sum([["--set", o] for o in EXACT], [])]) == 2
+    )
     assert "NaN or infinite" in capsys.readouterr().err
 
 
 def test_exploding_learning_rate_leaves_no_checkpoint(tmp_path):
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteError, match=r"epoch 0 \(numbered 0 to 1.*no checkpoint of this stage had been written"):
+    with pytest.raises(
+        NonFiniteError, match=r"epoch 0 \(numbered 0 to 1.*no checkpoint of this stage had been written"
+    ):
         run_pretrain(smoke_config("pretrain.lr=1e30"), run, progress=False)
     # Nothing durable was made, so nothing is left (issue 13): the retry needs no --overwrite.
     assert not (run / "pretrain").exists()
@@ -407,7 +453,9 @@ def test_non_finite_reward_stops_the_search(stopped_run, tmp_path, monkeypatch):
     import instanas_core.stages.search as search
 
     monkeypatch.setattr(search, "combined_reward", lambda correct, *a, **k: torch.full(correct.shape, float("inf")))
-    with pytest.raises(NonFiniteError, match=r"epoch 1 \(numbered 0 to 2.*controller reward.*step 1.*still holds epoch 0"):
+    with pytest.raises(
+        NonFiniteError, match=r"epoch 1 \(numbered 0 to 2.*controller reward.*step 1.*still holds epoch 0"
+    ):
         run_search(smoke_config(), run, resume=True, progress=False)
     assert load_checkpoint(run / "search" / "last.pt")["epoch"] == 0
     assert [r["epoch"] for r in read_rows(run / "search" / "metrics.csv")] == ["0"]

@@ -17,7 +17,7 @@ from instanas_core.meta_graph import MetaGraph, build_meta_graph
 from instanas_core.policy import sample_random_policy
 from instanas_core.rundir import RunDirError
 from instanas_core.stages import run_finetune, run_pretrain, run_search
-from instanas_core.stages.common import _check_same
+from instanas_core.train.run import _check_same
 
 from test_stages import write_mac_table
 
@@ -55,10 +55,18 @@ def test_stages_train_with_the_configured_execution(execution, tmp_path, monkeyp
         return forward(self, x, policy, execution or "subset")
 
     monkeypatch.setattr(MetaGraph, "forward", recording)
-    cfg = apply_overrides(get_preset("smoke"), [
-        f"experiment.execution={execution}", "pretrain.epochs=1", "search.epochs=1", "finetune.epochs=1",
-        "pretrain.max_steps_per_epoch=2", "search.max_steps_per_epoch=2", "finetune.max_steps_per_epoch=2",
-    ])
+    cfg = apply_overrides(
+        get_preset("smoke"),
+        [
+            f"experiment.execution={execution}",
+            "pretrain.epochs=1",
+            "search.epochs=1",
+            "finetune.epochs=1",
+            "pretrain.max_steps_per_epoch=2",
+            "search.max_steps_per_epoch=2",
+            "finetune.max_steps_per_epoch=2",
+        ],
+    )
     write_mac_table(cfg, tmp_path)
     run_pretrain(cfg, tmp_path, progress=False)
     pretrain_calls = len(seen)

@@ -37,7 +37,19 @@ CASES = [
 
 
 def _command(stage: str, run_dir: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "instanas_core", stage, "--preset", "smoke", "--run-dir", str(run_dir), "--quiet", "--resume", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "instanas_core",
+        stage,
+        "--preset",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--resume",
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -74,7 +86,9 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
             assert float(g[k]) == pytest.approx(float(w[k]), rel=1e-6, abs=1e-9), (k, g, w)
 
 
-def _kill_and_resume(stage: str, run_dir: Path, extra: list[str], kills: int, duration: float, rng: random.Random) -> list[float]:
+def _kill_and_resume(
+    stage: str, run_dir: Path, extra: list[str], kills: int, duration: float, rng: random.Random
+) -> list[float]:
     """Start, SIGKILL at a random moment, restart with --resume ...; then finish. A first run that
     ends before its kill moment (the machine was faster than during the reference) is wiped and
     started again with an earlier moment, so that at least one kill lands."""
@@ -83,7 +97,9 @@ def _kill_and_resume(stage: str, run_dir: Path, extra: list[str], kills: int, du
     for _ in range(kills + 4):
         if len(moments) == kills:
             break
-        proc = subprocess.Popen(_command(stage, run_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+        proc = subprocess.Popen(
+            _command(stage, run_dir, extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
+        )
         moment = rng.uniform(0.2, 0.8) * duration * scale
         try:
             proc.wait(timeout=moment)

@@ -92,8 +92,25 @@ def test_incompatible_tables_refused(table, tmp_path):
 
 def test_profile_command_tiny(tmp_path):
     out = tmp_path / "prof"
-    cmd = [sys.executable, "-m", "instanas_core", "profile", "--resolution", "32", "--width-mult", "0.25",
-           "--children", "12", "--min-run-time", "0.001", "--blocks", "1", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instanas_core",
+        "profile",
+        "--resolution",
+        "32",
+        "--width-mult",
+        "0.25",
+        "--children",
+        "12",
+        "--min-run-time",
+        "0.001",
+        "--blocks",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Pearson r" in proc.stdout and "noise floor" in proc.stdout
@@ -109,7 +126,18 @@ def test_profile_command_tiny(tmp_path):
 
 
 def test_profile_command_refuses_bad_input(tmp_path):
-    cmd = [sys.executable, "-m", "instanas_core", "profile", "--resolution", "32", "--threads", "0", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instanas_core",
+        "profile",
+        "--resolution",
+        "32",
+        "--threads",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "threads must be at least 1" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ import torch
 
 from instanas_core import build_controller, build_meta_graph, sample_random_policy
 from instanas_core.modules import build_module
-from instanas_core.policy import all_ones_policy, module_path_policy
+from instanas_core.policy import all_ones_policy, enforce_at_least_one, module_path_policy
 from instanas_core.search_space import MODULE_NAMES, make_search_space
 
 RESOLUTIONS = (32, 64, 224)
@@ -87,7 +87,9 @@ def test_skipped_cell_is_identity_and_child_drops_it():
     assert len(child.cells) == 16
 
 
-def test_required_cell_with_no_module_runs_default():
+def test_required_cell_with_no_module_is_refused_not_repaired():
+    """forward and extract_child validate a policy and never change it; the at-least-one rule is
+    applied where policies are made (enforce_at_least_one runs the default module there)."""
     graph = build_meta_graph(32, width_mult=0.5).eval()
     _randomise_bn(graph)
     empty = torch.zeros(1, 17, 5)
@@ -95,10 +97,16 @@ def test_required_cell_with_no_module_runs_default():
     required = [c.requires_module for c in graph.space.cells()]
     default_only[0, required, graph.space.default_module_index] = 1
     x = torch.randn(1, 3, 32, 32)
+    for execution in ("subset", "masked"):
+        with pytest.raises(ValueError, match=r"selects no module in cell 0, which changes shape.*enforce_at_least_one"):
+            graph(x, empty, execution=execution)
+    with pytest.raises(ValueError, match="selects no module"):
+        graph.extract_child(empty[0])
+    fixed = enforce_at_least_one(empty, graph)
+    assert torch.equal(fixed, default_only)
     with torch.no_grad():
-        torch.testing.assert_close(graph(x, empty), graph(x, default_only))
-        torch.testing.assert_close(graph(x, empty, execution="masked"), graph(x, default_only))
-    child = graph.extract_child(empty[0])
+        torch.testing.assert_close(graph(x, fixed, execution="masked"), graph(x, default_only))
+    child = graph.extract_child(fixed[0])
     assert len(child.cells) == sum(required)
     assert all(len(c.branches) == 1 for c in child.cells)
     assert int(child.policy.sum()) == sum(required)

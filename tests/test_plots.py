@@ -92,7 +92,18 @@ def synthetic_table(resolution=32):
     rng = np.random.default_rng(0)
     t, k = space.num_cells, space.num_modules
     ms = rng.uniform(0.1, 2.0, (t, k))
-    return LatencyTable(space, ms, ms, ms * 0.1, 0.1, 0.2, 0.3, ms * 1e6, ms * 1e3, meta={"device_name": "test CPU", "threads": 1, "torch": "x"})
+    return LatencyTable(
+        space,
+        ms,
+        ms,
+        ms * 0.1,
+        0.1,
+        0.2,
+        0.3,
+        ms * 1e6,
+        ms * 1e3,
+        meta={"device_name": "test CPU", "threads": 1, "torch": "x"},
+    )
 
 
 def test_lut_heatmap_annotates_every_entry(tmp_path):
@@ -117,7 +128,12 @@ def test_latency_correlation_one_panel_per_resolution(tmp_path, resolutions):
     else:
         data = [panel() for _ in resolutions]
         fig = plots.plot_latency_correlation(
-            [d[0] for d in data], [d[1] for d in data], [0.9, 0.95, 0.99], [0.5, 0.6, 0.7], resolutions, split=[d[2] for d in data]
+            [d[0] for d in data],
+            [d[1] for d in data],
+            [0.9, 0.95, 0.99],
+            [0.5, 0.6, 0.7],
+            resolutions,
+            split=[d[2] for d in data],
         )
         n = len(resolutions)
     assert len(fig.axes) == n
@@ -126,15 +142,24 @@ def test_latency_correlation_one_panel_per_resolution(tmp_path, resolutions):
 
 
 def test_training_curves_and_reward_bounds(tmp_path):
-    rows = [{"epoch": e, "split": s, "loss": 2.0 / (e + 1), "accuracy": 10 * e} for e in range(5) for s in ("train", "val")]
-    fig = plots.plot_training_curves(rows, ys=("loss", "accuracy"), hue="split", labels={"loss": "cross-entropy", "accuracy": "top-1 (%)"})
+    rows = [
+        {"epoch": e, "split": s, "loss": 2.0 / (e + 1), "accuracy": 10 * e} for e in range(5) for s in ("train", "val")
+    ]
+    fig = plots.plot_training_curves(
+        rows, ys=("loss", "accuracy"), hue="split", labels={"loss": "cross-entropy", "accuracy": "top-1 (%)"}
+    )
     check_figure(fig, tmp_path, "curves", axes=fig.axes)
     assert len(fig.axes[0].lines) == 2  # train and val
     with pytest.raises(ValueError, match="none of the requested columns"):
         plots.plot_training_curves(rows, ys=("nope",))
 
-    search = {"epoch": np.arange(6), "upper_bound": np.linspace(80, 50, 6), "lower_bound": np.linspace(40, 20, 6),
-              "mean_latency_ms": np.linspace(70, 40, 6), "val_accuracy": np.linspace(0.3, 0.6, 6)}
+    search = {
+        "epoch": np.arange(6),
+        "upper_bound": np.linspace(80, 50, 6),
+        "lower_bound": np.linspace(40, 20, 6),
+        "mean_latency_ms": np.linspace(70, 40, 6),
+        "val_accuracy": np.linspace(0.3, 0.6, 6),
+    }
     fig = plots.plot_reward_bounds(search)
     check_figure(fig, tmp_path, "reward")
     with pytest.raises(ValueError, match="lack column"):
@@ -152,7 +177,10 @@ def test_accuracy_latency_distribution_and_frontier(tmp_path):
     fig = plots.plot_latency_distribution(lat, reference={"MobileNetV2 1.0": 9.0})
     check_figure(fig, tmp_path, "fig1")
     fig = plots.plot_tradeoff_frontier(
-        {"InstaNAS": {"latency": [5, 8, 9], "error": [5.2, 4.3, 4.5], "names": ["C", "A", "B"]}, "OneshotNAS": ([6, 7, 9], [7.0, 6.1, 5.5])}
+        {
+            "InstaNAS": {"latency": [5, 8, 9], "error": [5.2, 4.3, 4.5], "names": ["C", "A", "B"]},
+            "OneshotNAS": ([6, 7, 9], [7.0, 6.1, 5.5]),
+        }
     )
     check_figure(fig, tmp_path, "fig6")
 
@@ -174,7 +202,9 @@ def test_sorted_by_latency_and_difficulty(tmp_path):
     assert captions == sorted(captions) and first_row[0].get_ylabel() == "brambling"
 
     levels = rng.integers(0, 3, 200)
-    check_figure(plots.plot_difficulty_vs_latency(levels, 10 + levels + rng.normal(0, 0.5, 200)), tmp_path, "diff_levels")
+    check_figure(
+        plots.plot_difficulty_vs_latency(levels, 10 + levels + rng.normal(0, 0.5, 200)), tmp_path, "diff_levels"
+    )
     loss = rng.random(200)
     check_figure(plots.plot_difficulty_vs_latency(loss, 10 + loss, difficulty_label="loss"), tmp_path, "diff_scatter")
 
@@ -204,7 +234,9 @@ def test_umap_embed_is_seeded(monkeypatch):
 
     from numba.core.caching import NullCache
 
-    assert not isinstance(uu.smooth_knn_dist._cache, NullCache) and not isinstance(uu.compute_membership_strengths._cache, NullCache)
+    assert not isinstance(uu.smooth_knn_dist._cache, NullCache) and not isinstance(
+        uu.compute_membership_strengths._cache, NullCache
+    )
 
 
 def test_near_constant_errors_get_plain_ticks_and_a_readable_range(tmp_path):

@@ -69,7 +69,9 @@ def test_serialisation_round_trip():
     assert again == space and again.space_hash() == space.space_hash()
 
 
-@pytest.mark.parametrize("bad", [dict(resolution=48), dict(resolution=32, width_mult=0), dict(resolution=32, num_classes=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(resolution=48), dict(resolution=32, width_mult=0), dict(resolution=32, num_classes=0)]
+)
 def test_bad_space_refused(bad):
     with pytest.raises(ValueError):
         make_search_space(**bad)

@@ -84,7 +84,7 @@ def test_search_metrics_and_falling_upper_bound(smoke_run):
     lower = [float(r["lower_bound"]) for r in rows]
     assert len(rows) == get_preset("smoke").search.epochs
     assert all(a > b for a, b in zip(upper, upper[1:])), upper
-    assert all(u > l for u, l in zip(upper, lower))
+    assert all(u > lo for u, lo in zip(upper, lower))
     bounds = json.loads((smoke_run / "search" / "bounds.json").read_text())
     refs = bounds["reference_latencies"]
     assert upper[0] == pytest.approx(0.7 * refs["all_modules_ms"], rel=1e-6)
@@ -171,8 +171,13 @@ def test_synthetic_difficulty_gets_several_architectures(tmp_path, record_proper
     cfg = apply_overrides(
         get_preset("smoke"),
         [
-            "dataset=synthetic-difficulty", "data_size=300", "train_per_class=20", "eval_per_class=10",
-            "search.epochs=2", "evaluate.split=val", "evaluate.measure_samples=0",
+            "dataset=synthetic-difficulty",
+            "data_size=300",
+            "train_per_class=20",
+            "eval_per_class=10",
+            "search.epochs=2",
+            "evaluate.split=val",
+            "evaluate.measure_samples=0",
         ],
     )
     run = tmp_path / "run"
@@ -185,9 +190,11 @@ def test_synthetic_difficulty_gets_several_architectures(tmp_path, record_proper
     d = s["difficulty"]
     record_property("difficulty_latency_spearman", d["spearman_rho"])
     record_property("difficulty_latency_pearson", d["pearson_r"])
-    print(f"\nsynthetic-difficulty: {s['distinct_policies']} distinct policies for {s['n']} images; "
-          f"difficulty/latency Pearson {d['pearson_r']:.3f}, Spearman {d['spearman_rho']:.3f}; "
-          f"mean latency per level {d['mean_latency_per_level']}")
+    print(
+        f"\nsynthetic-difficulty: {s['distinct_policies']} distinct policies for {s['n']} images; "
+        f"difficulty/latency Pearson {d['pearson_r']:.3f}, Spearman {d['spearman_rho']:.3f}; "
+        f"mean latency per level {d['mean_latency_per_level']}"
+    )
     assert np.isfinite(d["spearman_rho"]) and -1.0 <= d["spearman_rho"] <= 1.0
     assert set(d["mean_latency_per_level"]) == {0, 1, 2, 3, 4}
 
@@ -196,10 +203,20 @@ def test_synthetic_difficulty_gets_several_architectures(tmp_path, record_proper
 # stride 2, no augmentation, a MAC-proportional latency table; pre-training reaches about 0.9
 # validation accuracy (all modules). The search then shrinks U_t over 6 epochs.
 LATENCY_SETUP = [
-    "experiment.stage24_stride=2", "experiment.train_per_class=30", "experiment.eval_per_class=10",
-    "experiment.augment=false", "pretrain.epochs=8", "pretrain.lr=0.03", "pretrain.max_steps_per_epoch=none",
-    "search.epochs=6", "search.max_steps_per_epoch=none", "search.measure_samples=0",
-    "search.controller_lr=0.02", "search.entropy_bonus=0", "search.alpha=0.95", "search.upper_end_factor=0.8",
+    "experiment.stage24_stride=2",
+    "experiment.train_per_class=30",
+    "experiment.eval_per_class=10",
+    "experiment.augment=false",
+    "pretrain.epochs=8",
+    "pretrain.lr=0.03",
+    "pretrain.max_steps_per_epoch=none",
+    "search.epochs=6",
+    "search.max_steps_per_epoch=none",
+    "search.measure_samples=0",
+    "search.controller_lr=0.02",
+    "search.entropy_bonus=0",
+    "search.alpha=0.95",
+    "search.upper_end_factor=0.8",
 ]
 ACCURACY_FLOOR = 0.7  # validation accuracy of the greedy policies, every search epoch (chance: 0.1)
 
@@ -259,10 +276,19 @@ def test_controller_loss_signs():
 
 def test_retrain_from_scratch_with_adam(smoke_run):
     out = "retrain-A"
-    code = main([
-        "finetune", "--run-dir", str(smoke_run), "--quiet",
-        "--set", "mode=retrain", "variant=A", f"out_dir={out}", "epochs=1",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--run-dir",
+            str(smoke_run),
+            "--quiet",
+            "--set",
+            "mode=retrain",
+            "variant=A",
+            f"out_dir={out}",
+            "epochs=1",
+        ]
+    )
     assert code == 0
     s = json.loads((smoke_run / out / "summary.json").read_text())
     assert s["mode"] == "retrain" and s["optimizer"] == "adam" and s["lr"] == 0.01

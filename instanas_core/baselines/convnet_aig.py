@@ -61,9 +61,7 @@ class Gate(nn.Module):
         return self.net(x)
 
 
-def gumbel_softmax_st(
-    logits: torch.Tensor, tau: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def gumbel_softmax_st(logits: torch.Tensor, tau: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through Gumbel-softmax: hard one-hot forward, soft gradient. (B, 2) -> (B, 2).
 
     Written out (rather than ``F.gumbel_softmax``) so that a ``generator`` makes it reproducible.
@@ -168,8 +166,6 @@ class ConvNetAIG(GatedMobileNetV2):
         return self._extract(mask_row, gates=self.gates if include_gates else None)
 
 
-def build_convnet_aig(
-    resolution: int, num_classes: int, width_mult: float = 1.0, dropout: float = 0.0
-) -> ConvNetAIG:
+def build_convnet_aig(resolution: int, num_classes: int, width_mult: float = 1.0, dropout: float = 0.0) -> ConvNetAIG:
     """ConvNet-AIG over the MobileNetV2 path of the paper's space at ``resolution``."""
     return ConvNetAIG(make_search_space(resolution, width_mult, num_classes), dropout)

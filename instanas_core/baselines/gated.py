@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..meta_graph import MetaGraph
-from ..modules import build_module, conv_bn_act
+from ..modules import build_head, build_module, build_stem, init_weights
 from ..search_space import SearchSpace
 
 __all__ = [
@@ -39,24 +39,10 @@ __all__ = [
     "GatedMobileNetV2",
     "ResidualCell",
     "StaticPath",
-    "init_weights",
 ]
 
 CELL_MODULE = "ir_k3_e6"  # MobileNetV2's module (Figure 3)
 GATED_EXECUTIONS = ("subset", "masked")
-
-
-def init_weights(model: nn.Module) -> None:
-    """The meta-graph's initialisation (Kaiming fan-out convs, unit BN, small linear)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 class ResidualCell(nn.Module):
@@ -114,16 +100,9 @@ class GatedMobileNetV2(nn.Module):
         super().__init__()
         self.space = space
         specs = space.cells()
-        self.stem = conv_bn_act(3, space.stem_out_channels, 3, space.stem_stride)
+        self.stem = build_stem(space)
         self.cells = nn.ModuleList(build_module(CELL_MODULE, c.in_channels, c.out_channels, c.stride) for c in specs)
-        last = specs[-1].out_channels
-        self.head = nn.Sequential(
-            conv_bn_act(last, space.head_out_channels, 1),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(space.head_out_channels, space.num_classes),
-        )
+        self.head = build_head(space, specs[-1].out_channels, dropout)
         # Python tuples, not buffers: the cell layout is architecture, fixed at construction.
         self.skippable: tuple[int, ...] = tuple(i for i, c in enumerate(specs) if c.keeps_shape)
         self.skippable_channels: tuple[int, ...] = tuple(specs[i].out_channels for i in self.skippable)

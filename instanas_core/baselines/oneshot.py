@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..meta_graph import MetaGraph
+from ..pareto import pareto_indices
 from ..policy import sample_random_policy
 
 __all__ = [
@@ -89,13 +90,8 @@ def pareto_front(records: Iterable[OneshotRecord]) -> list[OneshotRecord]:
     A record is kept when no other is at least as accurate *and* at least as fast with one of
     the two strictly better; of exact duplicates the earliest is kept.
     """
-    ordered = sorted(records, key=lambda r: (r.latency_ms, -r.accuracy, r.index))
-    front: list[OneshotRecord] = []
-    for r in ordered:
-        # sorted by latency, so r is dominated iff someone faster (or equal) is at least as accurate
-        if not front or r.accuracy > front[-1].accuracy:
-            front.append(r)
-    return front
+    ordered = sorted(records, key=lambda r: r.index)
+    return [ordered[i] for i in pareto_indices([r.latency_ms for r in ordered], [r.accuracy for r in ordered])]
 
 
 def frontier_policies(front: Iterable[OneshotRecord]) -> torch.Tensor:

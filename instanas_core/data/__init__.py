@@ -4,6 +4,7 @@ with known difficulty), all behind one entry point, :func:`build_dataset`, with 
 augmentation (random crop with padding, horizontal flip, Cutout) and seeded loaders."""
 
 from .arrays import ArrayDataset
+from .cifar_jpeg import use_shared_cifar10_jpeg
 from .errors import DatasetError
 from .imagefolder import load_rgb, prepare_tinyimagenet_val
 from .info import DatasetInfo
@@ -35,4 +36,5 @@ __all__ = [
     "prepare_tinyimagenet_val",
     "seed_worker",
     "split_per_class",
+    "use_shared_cifar10_jpeg",
 ]

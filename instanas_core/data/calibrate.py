@@ -37,8 +37,10 @@ class Calibration:
         return all(a < b for a, b in zip(e, e[1:]))
 
     def table(self) -> str:
-        rows = [f"level {lvl}: error {err:6.1%}  ({n} images)" for lvl, (err, n) in
-                enumerate(zip(self.error_by_level, self.count_by_level))]
+        rows = [
+            f"level {lvl}: error {err:6.1%}  ({n} images)"
+            for lvl, (err, n) in enumerate(zip(self.error_by_level, self.count_by_level))
+        ]
         return "\n".join(rows)
 
 
@@ -49,10 +51,14 @@ def _small_cnn(num_classes: int) -> nn.Module:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     return nn.Sequential(
-        *stage(3, 16), nn.MaxPool2d(2),  # (B, 16, 16, 16)
-        *stage(16, 32), nn.MaxPool2d(2),  # (B, 32, 8, 8)
-        *stage(32, 64), nn.AdaptiveAvgPool2d(1),  # (B, 64, 1, 1)
-        nn.Flatten(), nn.Linear(64, num_classes),
+        *stage(3, 16),
+        nn.MaxPool2d(2),  # (B, 16, 16, 16)
+        *stage(16, 32),
+        nn.MaxPool2d(2),  # (B, 32, 8, 8)
+        *stage(32, 64),
+        nn.AdaptiveAvgPool2d(1),  # (B, 64, 1, 1)
+        nn.Flatten(),
+        nn.Linear(64, num_classes),
     )
 
 
@@ -132,8 +138,9 @@ def main() -> None:
     args = parser.parse_args()
     result = calibrate_synthetic(seed=args.seed, n_train=args.n_train, epochs=args.epochs, threads=args.threads)
     print(result.table())
-    print(f"train error (last epoch) {result.train_error:.1%}; monotonic: {result.is_monotonic()}; "
-          f"{result.seconds:.0f} s")
+    print(
+        f"train error (last epoch) {result.train_error:.1%}; monotonic: {result.is_monotonic()}; {result.seconds:.0f} s"
+    )
 
 
 if __name__ == "__main__":

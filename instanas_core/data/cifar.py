@@ -122,7 +122,9 @@ def _load(
     if download:
         try:
             if not all((folder / n).is_file() for n in _files(tv_class)):
-                download_and_extract_archive(tv_class.url, str(root_path), filename=tv_class.filename, md5=tv_class.tgz_md5)
+                download_and_extract_archive(
+                    tv_class.url, str(root_path), filename=tv_class.filename, md5=tv_class.tgz_md5
+                )
         except Exception as e:
             raise DatasetError(
                 f"Downloading {info.title} from {tv_class.url} into {root_path} failed ({type(e).__name__}: {e}). "

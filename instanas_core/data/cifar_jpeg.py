@@ -40,7 +40,13 @@ from .paths import data_root
 from .splits import split_per_class
 from .transforms import CIFAR10_MEAN, CIFAR10_STD
 
-__all__ = ["CIFAR10_JPEG_ENV_VAR", "CIFAR10_JPEG_INFO", "build_cifar10_jpeg", "load_packed_jpeg"]
+__all__ = [
+    "CIFAR10_JPEG_ENV_VAR",
+    "CIFAR10_JPEG_INFO",
+    "build_cifar10_jpeg",
+    "load_packed_jpeg",
+    "use_shared_cifar10_jpeg",
+]
 
 CIFAR10_JPEG_ENV_VAR = "INSTANAS_CIFAR10_JPEG"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -66,6 +72,18 @@ _DECODED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 # A checkout of the project finds the shared copy beside it (shared/datasets/cifar10-jpeg/README.md).
 _BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10-jpeg"
+
+
+def use_shared_cifar10_jpeg() -> str | None:
+    """Point ``$INSTANAS_CIFAR10_JPEG`` at the copy beside the checkout when nothing else locates
+    the data set, so that the processes this one starts (notebook kernels, torchrun ranks) find
+    the same copy; returns the folder used, if any."""
+    if os.environ.get(CIFAR10_JPEG_ENV_VAR) or (data_root() / "cifar10-jpeg").exists():
+        return None
+    if (_BESIDE_CHECKOUT / "train.npz").is_file():
+        os.environ[CIFAR10_JPEG_ENV_VAR] = str(_BESIDE_CHECKOUT)
+        return str(_BESIDE_CHECKOUT)
+    return None
 
 
 def _locate(root: str | os.PathLike[str] | None) -> Path:
@@ -105,7 +123,9 @@ def _read_index(path: Path) -> tuple[np.lib.npyio.NpzFile, np.ndarray, np.ndarra
             f"at the length of 'jpeg' ({total}); got {len(offsets)} entries from {offsets[:1]} to {offsets[-1:]}."
         )
     if np.any(np.diff(offsets) <= 0):
-        raise DatasetError(f"{path}: image {int(np.argmax(np.diff(offsets) <= 0))} has no bytes (offsets must increase).")
+        raise DatasetError(
+            f"{path}: image {int(np.argmax(np.diff(offsets) <= 0))} has no bytes (offsets must increase)."
+        )
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(CIFAR10_CLASSES):
         raise DatasetError(f"{path}: labels must lie in 0..9 (CIFAR-10 classes), got {labels.min()}..{labels.max()}.")
     return packed, offsets, labels

@@ -126,7 +126,7 @@ def build_tinyimagenet(
     if split == "val" and (base / "val" / "images").is_dir():
         raise DatasetError(
             f"TinyImageNet's validation images in {base / 'val' / 'images'} are not sorted into class "
-            f"folders yet. Run once: python -c \"from instanas_core.data import prepare_tinyimagenet_val; "
+            f'folders yet. Run once: python -c "from instanas_core.data import prepare_tinyimagenet_val; '
             f"prepare_tinyimagenet_val('{root_path}')\"."
         )
     how = (

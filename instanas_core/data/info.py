@@ -37,7 +37,3 @@ class DatasetInfo:
     cutout: int = 0
     augment_train: bool = True
     source: str = ""
-
-    @property
-    def split_names(self) -> tuple[str, ...]:
-        return tuple(self.splits)

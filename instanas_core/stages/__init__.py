@@ -11,19 +11,18 @@ from .comparators import (
     run_blockdrop,
     run_comparator,
     run_convnet_aig,
-    run_oneshot,
 )
+from .oneshot import run_oneshot
 from .evaluate import difficulty_correlation, format_evaluate_summary, load_trained, run_evaluate
-from .finetune import FINETUNE_COLUMNS, format_finetune_summary, run_finetune, train_routed_epoch
-from .pretrain import PRETRAIN_COLUMNS, drop_rate_at, format_pretrain_summary, run_pretrain
-from .pretrain import train_one_epoch as pretrain_one_epoch
+from .finetune import FINETUNE_COLUMNS, format_finetune_summary, routed_step, run_finetune
+from .pretrain import PRETRAIN_COLUMNS, drop_rate_at, format_pretrain_summary, pretrain_step, run_pretrain
 from .search import (
     SEARCH_COLUMNS,
     controller_loss,
+    controller_step,
     format_search_summary,
+    meta_graph_step,
     run_search,
-    train_controller_epoch,
-    train_graph_epoch,
     validate,
 )
 from .variants import VARIANT_NAMES, pareto_front, pick_variants, resolve_variant
@@ -54,12 +53,12 @@ __all__ = [
     "format_search_summary",
     "format_finetune_summary",
     "format_evaluate_summary",
-    "pretrain_one_epoch",
+    "pretrain_step",
     "drop_rate_at",
     "controller_loss",
-    "train_controller_epoch",
-    "train_graph_epoch",
-    "train_routed_epoch",
+    "controller_step",
+    "meta_graph_step",
+    "routed_step",
     "validate",
     "load_trained",
     "difficulty_correlation",

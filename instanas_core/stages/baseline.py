@@ -16,11 +16,12 @@ presets run InstaNAS's meta-graph at width 0.5); the summary says so.
 Written to ``RUN/baselines/<NAME>/``: ``config.json``, ``environment.json``, ``metrics.csv``
 (one row per epoch), ``last.pt`` (resumable) and ``summary.json``.
 
-The training loop here (:func:`train_epoch`, :func:`fit`) is shared with the comparators of
-Figure 6 (:mod:`instanas_core.stages.comparators`): a model is trained through a ``step_fn``
+:func:`fit` trains a static network with the one epoch loop of every stage
+(:mod:`instanas_core.train.loop`); the comparators of Figure 6
+(:mod:`instanas_core.stages.comparators`) use it too: a model is trained through a ``loss_fn``
 that returns its loss and statistics, so one loop serves a plain classifier, BlockDrop's
 REINFORCE step and ConvNet-AIG's gated step. Under torchrun the step runs as the forward of one
-DistributedDataParallel module (:class:`StepModule`), whatever the step calls inside, so the
+DistributedDataParallel module (:class:`LossModule`), whatever the step calls inside, so the
 gradients of every trained parameter are averaged over ranks (:mod:`instanas_core.distributed`);
 the test evaluation and latency timing run on rank 0.
 """
@@ -38,42 +39,35 @@ from torch import nn
 
 from ..baselines import BASELINE_NAMES, BASELINES, build_baseline, measure_model_latency
 from ..config import Config, ConfigError, config_to_dict
-from ..distributed import DistContext, distributed_session, on_main, rank_seed, unwrap
+from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
 from ..results import ResultRow, append_result
-from ..rundir import (
-    RunDirError,
-    epoch_seed,
-    load_json,
-    restore_rng_state,
-    save_json,
-    seed_everything,
-)
-from .common import (
-    Meter,
-    NonFiniteError,
+from ..rundir import RunDirError, load_json, restore_rng_state, save_json
+from ..train import (
+    EpochLoop,
+    EpochResult,
+    StepFn,
     begin_stage,
-    end_epoch,
     build_split,
     check_finite,
-    limited,
     make_loader,
     make_optimizer,
     make_schedule,
-    non_finite_stop,
     open_metrics,
-    progress_bar,
-    steps_per_epoch,
+    pass_inputs,
+    run_epochs,
+    run_pass,
+    training_data,
     to_device,
 )
 
 __all__ = [
     "BASELINE_COLUMNS",
     "LoopSettings",
-    "StepFn",
-    "StepModule",
-    "train_epoch",
+    "LossFn",
+    "LossModule",
+    "loss_step",
     "fit",
     "classify",
     "evaluate_classifier",
@@ -89,8 +83,8 @@ __all__ = [
 
 BASELINE_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 
-# step_fn(x, y, generator) -> {"loss": tensor to backpropagate, "accuracy": ..., other scalars}
-StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], dict]
+# loss_fn(x, y, generator) -> {"loss": tensor to backpropagate, "accuracy": ..., other scalars}
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], dict]
 
 
 @dataclass(frozen=True)
@@ -106,59 +100,45 @@ class LoopSettings:
     lr_setting: str = "the learning rate"
 
 
-class StepModule(nn.Module):
-    """``step_fn`` as the forward of a module that holds ``model``: DistributedDataParallel then
+class LossModule(nn.Module):
+    """``loss_fn`` as the forward of a module that holds ``model``: DistributedDataParallel then
     sees one forward per step, whatever submodules and methods the step calls (BlockDrop's runs
     the policy network, then the backbone twice)."""
 
-    def __init__(self, model: nn.Module, step_fn: StepFn) -> None:
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
         super().__init__()
         self.model = model
-        self.step_fn = step_fn
+        self.loss_fn = loss_fn
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
-        return self.step_fn(x, y, generator)
+        return self.loss_fn(x, y, generator)
 
 
-# ---- one epoch, the epoch loop -----------------------------------------------------------------
-def train_epoch(
-    step_fn: StepFn,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    loader,
-    device: torch.device,
-    steps: int,
-    generator: torch.Generator,
-    channels_last: bool = True,
-    progress: bool = False,
-    desc: str = "train",
-    dist: DistContext | None = None,
-) -> dict:
-    """One epoch: ``step_fn`` per batch, then backward, optimiser and per-step schedule.
-    Returns the per-sample means (over all ranks) of every statistic ``step_fn`` reports
-    (``loss``, ``accuracy``, ...). The caller sets the model's train/eval modes. A non-finite
-    statistic raises :class:`~instanas_core.stages.common.NonFiniteError` before its step."""
-    meter = Meter()
-    bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for step, (image, label) in enumerate(bar):
-        x = to_device(image, device, channels_last)
-        y = label.to(device, non_blocking=True)
-        out = step_fn(x, y, generator)
+def loss_step(
+    loss_fn, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator, dist: DistContext | None = None
+) -> StepFn:
+    """The step of a static network (or a comparator) for :func:`~instanas_core.train.run_pass`:
+    ``loss_fn`` (or its :class:`LossModule` in DDP) computes the loss and statistics, then one
+    update. A non-finite statistic raises before the update."""
+
+    def step(i: int, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
+        # ---- forward: the loss and the statistics the method reports
+        out = loss_fn(x, y, generator)
         stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
-        check_finite(dist, "training", step, **stats)
+        check_finite(dist, "training", i, **stats)
+        # ---- update
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
         scheduler.step()
-        meter.update(len(y), **stats)
-        bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('accuracy'):.3f}")
-    meter = meter.all_reduced(dist)
-    return {k: meter.mean(k) for k in meter.sums}
+        return len(y), stats
+
+    return step
 
 
 def fit(
     model: nn.Module,
-    step_fn: StepFn,
+    loss_fn: LossFn,
     validate_fn: Callable[[nn.Module], dict],
     optimizer: torch.optim.Optimizer,
     scheduler,
@@ -178,10 +158,10 @@ def fit(
     find_unused_parameters: bool = False,
 ) -> list[dict]:
     """Train ``model`` for ``loop.epochs`` (resuming from ``state``), validating, checkpointing
-    (``out/last.pt``) and logging (``out/metrics.csv``) after every epoch, like the InstaNAS
-    stages. Each row is ``epoch``, ``lr``, ``train_<statistic>`` for every statistic of
-    ``step_fn``, the ``validate_fn`` dict and ``seconds``; ``columns`` must name exactly these.
-    Returns the rows of ``metrics.csv``.
+    (``out/last.pt``) and logging (``out/metrics.csv``) after every epoch, with the one epoch loop
+    of the InstaNAS stages (:func:`~instanas_core.train.run_epochs`). Each row is ``epoch``,
+    ``lr``, ``train_<statistic>`` for every statistic of ``loss_fn``, the ``validate_fn`` dict and
+    ``seconds``; ``columns`` must name exactly these. Returns the rows of ``metrics.csv``.
 
     With ``dist`` (torchrun), the step runs in DistributedDataParallel
     (``find_unused_parameters`` for models that skip parts of themselves per sample), each rank
@@ -189,7 +169,6 @@ def fit(
     statistic or validation loss stops the run before that epoch's checkpoint is written.
     """
     exp = cfg.experiment
-    rank = dist.rank if dist is not None else 0
     first = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -198,33 +177,32 @@ def fit(
         restore_rng_state(state["rng"])
         first = state["epoch"] + 1
     metrics = open_metrics(dist, out / "metrics.csv", columns, first)
-    stepper = step_fn
+    stepper = loss_fn
     if dist is not None and dist.enabled:
-        stepper = dist.wrap(StepModule(model, step_fn), find_unused_parameters)
-    for epoch in range(first, loop.epochs):
-        t0 = time.time()
-        # Re-seed from (seed, epoch): data order, augmentation and sampling replay exactly on resume.
-        s = epoch_seed(exp.seed, loop.stage, epoch)
-        seed_everything(rank_seed(s, rank))
-        loader = make_loader(train_set, loop.batch_size, True, s, exp, device, train=True, dist=dist)
-        gen = torch.Generator().manual_seed(rank_seed(s, rank))
+        stepper = dist.wrap(LossModule(model, loss_fn), find_unused_parameters)
+
+    def epoch_fn(epoch: int) -> EpochResult:
+        # ---- train: one pass, re-seeded from (seed, stage, epoch)
+        inputs = pass_inputs(exp, loop.stage, epoch, 0, train_set, loop.batch_size, device, dist)
         lr = optimizer.param_groups[0]["lr"]
         (train_mode or nn.Module.train)(model)
-        try:
-            tr = train_epoch(
-                stepper, optimizer, scheduler, loader, device, steps, gen, exp.use_channels_last, progress,
-                f"{desc} {epoch + 1}/{loop.epochs}", dist,
-            )
-            if dist is not None:
-                dist.sync_buffers(model)
-            val = validate_fn(model)
-            losses = {k.removeprefix("val_"): v for k, v in val.items() if k.endswith("loss")}
-            check_finite(None, "validation", **losses)
-        except NonFiniteError as exc:
-            hint = f"{loop.lr_setting}, now {optimizer.defaults['lr']:g}"
-            raise non_finite_stop(exc, desc, epoch, loop.epochs, out, hint) from None
-        row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **val, "seconds": time.time() - t0}
-
+        step = loss_step(stepper, optimizer, scheduler, inputs.generator, dist)
+        tr = run_pass(
+            step,
+            inputs.loader,
+            steps,
+            device,
+            exp.use_channels_last,
+            f"{desc} {epoch + 1}/{loop.epochs}",
+            progress,
+            dist,
+        )
+        if dist is not None:
+            dist.sync_buffers(model)
+        # ---- validate
+        val = validate_fn(model)
+        check_finite(None, "validation", **{k.removeprefix("val_"): v for k, v in val.items() if k.endswith("loss")})
+        row = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in tr.items()}, **val}
         state = {
             "epoch": epoch,
             "epochs": loop.epochs,
@@ -234,8 +212,10 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
         }
-        if end_epoch(dist, out, metrics, row, state, epoch, loop.epochs, loop.stop_after_epoch):
-            break
+        return EpochResult(row, state)
+
+    hint = f"{loop.lr_setting}, now {optimizer.defaults['lr']:g}"
+    run_epochs(EpochLoop(desc, loop.epochs, loop.stop_after_epoch, out, hint, dist), first, metrics, epoch_fn)
     return on_main(dist, lambda: metrics.rows())
 
 
@@ -291,8 +271,8 @@ def evaluate_classifier(
 
 def measurement_timing(cfg: Config) -> TimingConfig:
     """The timing of InstaNAS's measured latency (the evaluate stage's ``measure_*``)."""
-    ec = cfg.evaluate
-    return TimingConfig(min_run_time=ec.measure_min_run_time, blocks=ec.measure_blocks, warmup=2)
+    evaluate_cfg = cfg.evaluate
+    return TimingConfig(min_run_time=evaluate_cfg.measure_min_run_time, blocks=evaluate_cfg.measure_blocks, warmup=2)
 
 
 # ---- a static network from scratch: train, then test, cost, latency ---------------------------
@@ -311,38 +291,63 @@ def train_static_network(
     training split (cross-entropy), validating on its validation split; returns the metrics rows.
     Under torchrun (``dist``) it trains in DistributedDataParallel: a static network uses every
     parameter in every step, so unused-parameter search is off."""
-    exp, bc = cfg.experiment, cfg.baseline
-    train_set = build_split(exp, "train", augment=exp.augment)
-    val_set = build_split(exp, "val", augment=False)
-    probe = make_loader(train_set, bc.batch_size, True, 0, exp, device, train=True, dist=dist)
-    steps = steps_per_epoch(probe, bc.max_steps_per_epoch)
-    optimizer = make_optimizer(model.parameters(), bc.optimizer, bc.lr, bc.weight_decay, bc.momentum, nesterov=True)
-    scheduler = make_schedule(optimizer, bc.schedule, bc.epochs, steps)
-    val_loader = make_loader(val_set, max(bc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
+    exp, baseline_cfg = cfg.experiment, cfg.baseline
+    train_set, val_set, val_loader, steps = training_data(
+        exp, baseline_cfg.batch_size, baseline_cfg.max_steps_per_epoch, device, dist
+    )
+    optimizer = make_optimizer(
+        model.parameters(),
+        baseline_cfg.optimizer,
+        baseline_cfg.lr,
+        baseline_cfg.weight_decay,
+        baseline_cfg.momentum,
+        nesterov=True,
+    )
+    scheduler = make_schedule(optimizer, baseline_cfg.schedule, baseline_cfg.epochs, steps)
 
     def step(x: torch.Tensor, y: torch.Tensor, _gen: torch.Generator) -> dict:
         logits = model(x)  # (B, classes)
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean().detach()}
 
     loop = LoopSettings(
-        bc.epochs, bc.batch_size, bc.max_steps_per_epoch, bc.stop_after_epoch, "baseline", "baseline.lr"
+        baseline_cfg.epochs,
+        baseline_cfg.batch_size,
+        baseline_cfg.max_steps_per_epoch,
+        baseline_cfg.stop_after_epoch,
+        "baseline",
+        "baseline.lr",
     )
     return fit(
-        model, step, lambda m: evaluate_classifier(m, val_loader, device, exp.use_channels_last, dist=dist), optimizer,
-        scheduler, train_set, cfg, device, out, BASELINE_COLUMNS, loop, steps, state, checkpoint_extra, None, progress,
-        desc, dist,
+        model,
+        step,
+        lambda m: evaluate_classifier(m, val_loader, device, exp.use_channels_last, dist=dist),
+        optimizer,
+        scheduler,
+        train_set,
+        cfg,
+        device,
+        out,
+        BASELINE_COLUMNS,
+        loop,
+        steps,
+        state,
+        checkpoint_extra,
+        None,
+        progress,
+        desc,
+        dist,
     )
 
 
 def finish_static_network(cfg: Config, model: nn.Module, device: torch.device) -> dict:
     """Test accuracy (fraction), parameters, MACs and measured batch-1 latency of a trained
     static network (:func:`measure_model_latency`: mean +- std over timing blocks)."""
-    exp, ec = cfg.experiment, cfg.evaluate
+    exp, evaluate_cfg = cfg.experiment, cfg.evaluate
     resolution = exp.info.resolution
     test_set = build_split(exp, "test", augment=False)
-    loader = make_loader(test_set, ec.batch_size, False, 0, exp, device, train=False)
+    loader = make_loader(test_set, evaluate_cfg.batch_size, False, 0, exp, device, train=False)
     res = classify(model, loader, device, exp.use_channels_last)
-    latency = measure_model_latency(model, resolution, ec.measure_threads, measurement_timing(cfg), device)
+    latency = measure_model_latency(model, resolution, evaluate_cfg.measure_threads, measurement_timing(cfg), device)
     return {
         "test_accuracy": float((res["pred"] == res["label"]).float().mean()),
         "test_n": int(len(res["label"])),
@@ -400,7 +405,7 @@ def run_baseline(
     ``finished=False`` and no results row.
     """
     check_baseline_name(model_name)
-    exp, bc = cfg.experiment, cfg.baseline
+    exp, baseline_cfg = cfg.experiment, cfg.baseline
     folder = f"baselines/{folder_name or model_name}"
     with (
         distributed_session(exp.device) as dist,
@@ -437,19 +442,30 @@ def run_baseline(
                         + "."
                     ),
                     "dataset": exp.dataset,
-                    "optimizer": bc.optimizer,
-                    "lr": bc.lr,
+                    "optimizer": baseline_cfg.optimizer,
+                    "lr": baseline_cfg.lr,
                     "epochs_done": len(rows),
-                    "epochs": bc.epochs,
-                    "finished": len(rows) >= bc.epochs,
+                    "epochs": baseline_cfg.epochs,
+                    "finished": len(rows) >= baseline_cfg.epochs,
                     "val_accuracy": float(last.get("val_accuracy") or "nan"),
                 }
                 if summary["finished"]:
                     final = finish_static_network(cfg, model, device)
                     row = static_result_row(
-                        cfg, model_name, run_dir, device, final,
-                        {"stage": "baseline", "folder": folder, "family": spec.family, "width": spec.size,
-                         "latency_std": "over timing blocks", "epochs": bc.epochs, "test_n": final["test_n"]},
+                        cfg,
+                        model_name,
+                        run_dir,
+                        device,
+                        final,
+                        {
+                            "stage": "baseline",
+                            "folder": folder,
+                            "family": spec.family,
+                            "width": spec.size,
+                            "latency_std": "over timing blocks",
+                            "epochs": baseline_cfg.epochs,
+                            "test_n": final["test_n"],
+                        },
                     )
                     append_result(run_dir, row)
                     summary.update(

@@ -41,7 +41,7 @@ from ..policy import enforce_at_least_one
 from ..results import ResultRow, append_result
 from ..reward import reference_latencies
 from ..rundir import RunDirError, load_checkpoint, load_json, save_json, seed_everything, stage_dir
-from .common import (
+from ..train import (
     begin_stage,
     build_models,
     build_split,
@@ -60,7 +60,7 @@ __all__ = ["run_evaluate", "load_trained", "difficulty_correlation", "instanas_c
 def load_trained(cfg: Config, run_dir: str | Path, device: torch.device, source: str, variant: str):
     """(meta-graph, controller, description) of ``RUN/<source>`` (a fine-tune folder's
     ``last.pt``) or, for ``source="search"``, of ``variant``'s search checkpoint."""
-    graph, controller = build_models(cfg.experiment, device, seed=cfg.experiment.seed)
+    meta_graph, controller = build_models(cfg.experiment, device, seed=cfg.experiment.seed)
     src = stage_dir(run_dir, source)
     if source == "search":
         picked = resolve_variant(src, variant)
@@ -74,14 +74,14 @@ def load_trained(cfg: Config, run_dir: str | Path, device: torch.device, source:
         ckpt = load_checkpoint(path, map_location=device)
         graph_sd = ckpt["meta_graph"]
         what = f"{source} (variant {ckpt.get('variant', '?')}, epoch {ckpt['epoch']})"
-    if ckpt.get("space_hash") != graph.space.space_hash():
+    if ckpt.get("space_hash") != meta_graph.space.space_hash():
         raise RunDirError(f"the checkpoint in {src} belongs to another search space than this run's.")
     lut = stage_dir(run_dir, "profile") / "lut.json"
     if lut.is_file():
         check_latency_table_hash(ckpt, lut, f"the checkpoint of {what}")
-    graph.load_state_dict(graph_sd)
+    meta_graph.load_state_dict(graph_sd)
     controller.load_state_dict(ckpt["controller"])
-    return graph.eval(), controller.eval(), what
+    return meta_graph.eval(), controller.eval(), what
 
 
 def difficulty_correlation(difficulty: np.ndarray, latency: np.ndarray) -> dict:
@@ -94,7 +94,7 @@ def difficulty_correlation(difficulty: np.ndarray, latency: np.ndarray) -> dict:
     return {
         "pearson_r": float("nan") if constant else float(stats.pearsonr(d, z)[0]),
         "spearman_rho": float("nan") if constant else float(stats.spearmanr(d, z)[0]),
-        "mean_latency_per_level": {int(l): float(z[d == l].mean()) for l in np.unique(d)},
+        "mean_latency_per_level": {int(level): float(z[d == level].mean()) for level in np.unique(d)},
     }
 
 
@@ -109,24 +109,38 @@ def run_evaluate(
 
 
 def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool, device: torch.device) -> dict:
-    exp, ec = cfg.experiment, cfg.evaluate
+    exp, evaluate_cfg = cfg.experiment, cfg.evaluate
     # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
     with (
         begin_stage(
-            cfg, run_dir, "evaluate", resume=True, overwrite=overwrite, out_name=ec.out_dir, dist=single_process(device)
+            cfg,
+            run_dir,
+            "evaluate",
+            resume=True,
+            overwrite=overwrite,
+            out_name=evaluate_cfg.out_dir,
+            dist=single_process(device),
         ) as start,
         thread_limit(exp.threads),
     ):
         table, _ = ensure_latency_table(cfg, run_dir, device, progress)
-        graph, controller, what = load_trained(cfg, run_dir, device, ec.source, ec.variant)
+        meta_graph, controller, what = load_trained(cfg, run_dir, device, evaluate_cfg.source, evaluate_cfg.variant)
         variant = _source_variant(cfg, run_dir)  # read (and checked) before the work, not after
         t0 = time.time()
         seed_everything(exp.seed)
         has_difficulty = exp.dataset == "synthetic-difficulty"
         fields = ("image", "label") + (("difficulty",) if has_difficulty else ()) + ("index",)
-        data = build_split(exp, ec.split, augment=False, return_index=True, return_difficulty=has_difficulty)
-        loader = make_loader(data, ec.batch_size, False, 0, exp, device, train=False)
-        res = infer(graph, loader, device, fields, controller=controller, channels_last=exp.use_channels_last, keep_probs=True)
+        data = build_split(exp, evaluate_cfg.split, augment=False, return_index=True, return_difficulty=has_difficulty)
+        loader = make_loader(data, evaluate_cfg.batch_size, False, 0, exp, device, train=False)
+        res = infer(
+            meta_graph,
+            loader,
+            device,
+            fields,
+            controller=controller,
+            channels_last=exp.use_channels_last,
+            keep_probs=True,
+        )
         policy = res["policy"].float()  # (N, T, K)
         correct = (res["pred"] == res["label"]).numpy()
         latency = table.estimate(policy).numpy()  # (N,)
@@ -134,23 +148,27 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
         n = len(correct)
 
         # Real routed latency on a seeded sample of images (distinct policies timed once).
-        k = min(ec.measure_samples, n)
+        k = min(evaluate_cfg.measure_samples, n)
         measured = np.full(n, np.nan)
         if k:
             idx = torch.randperm(n, generator=torch.Generator().manual_seed(exp.seed))[:k]
-            timing = TimingConfig(min_run_time=ec.measure_min_run_time, blocks=ec.measure_blocks, warmup=2)
-            measured[idx.numpy()] = measure_routed_latency(graph, controller, policy[idx], timing, device, ec.measure_threads)
+            timing = TimingConfig(
+                min_run_time=evaluate_cfg.measure_min_run_time, blocks=evaluate_cfg.measure_blocks, warmup=2
+            )
+            measured[idx.numpy()] = measure_routed_latency(
+                meta_graph, controller, policy[idx], timing, device, evaluate_cfg.measure_threads
+            )
         timed = measured[~np.isnan(measured)]
 
         flat = res["policy"].reshape(n, -1)
         distinct = int(torch.unique(flat, dim=0).shape[0])
         rates = res["policy"].float().mean(0).numpy()  # (T, K)
-        space = graph.space
+        space = meta_graph.space
         summary = {
             "stage": "evaluate",
             "model": what,
             "dataset": exp.dataset,
-            "split": ec.split,
+            "split": evaluate_cfg.split,
             "n": n,
             "accuracy": float(correct.mean()),
             "error_pct": float(100 * (1 - correct.mean())),
@@ -160,10 +178,12 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
                 "mean": float(timed.mean()) if len(timed) else float("nan"),
                 "std": float(timed.std()) if len(timed) else float("nan"),
                 "samples": int(len(timed)),
-                "threads": ec.measure_threads,
+                "threads": evaluate_cfg.measure_threads,
                 "device": str(device),
             },
-            "latency_estimate_on_measured_ms": float(latency[~np.isnan(measured)].mean()) if len(timed) else float("nan"),
+            "latency_estimate_on_measured_ms": float(latency[~np.isnan(measured)].mean())
+            if len(timed)
+            else float("nan"),
             "distinct_policies": distinct,
             "modules_per_sample": float(flat.sum(1).float().mean()),
             "selection_rates": {"modules": list(space.modules), "cells": rates.tolist()},
@@ -172,31 +192,32 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
         if has_difficulty:
             summary["difficulty"] = difficulty_correlation(res["difficulty"].numpy(), latency)
             summary["difficulty"]["accuracy_per_level"] = {
-                int(l): float(correct[res["difficulty"].numpy() == l].mean()) for l in np.unique(res["difficulty"].numpy())
+                int(level): float(correct[res["difficulty"].numpy() == level].mean())
+                for level in np.unique(res["difficulty"].numpy())
             }
         _write_records(start.out, res, correct, latency, measured, has_difficulty)
         _write_rates(start.out / "selection_rates.csv", rates, space.modules)
-        costs = instanas_costs(graph, controller, table, policy, device)
+        costs = instanas_costs(meta_graph, controller, table, policy, device)
         summary.update({"params_mean": float(costs["params"].mean()), "macs_mean": float(costs["macs"].mean())})
-        if ec.split == "test":  # reported numbers only; validation runs are for selection
+        if evaluate_cfg.split == "test":  # reported numbers only; validation runs are for selection
             summary["results_appended"] = _append_results(cfg, run_dir, summary, costs, str(device), variant)
         summary["seconds"] = time.time() - t0
         save_json(start.out / "summary.json", summary)
     return summary
 
 
-def instanas_costs(graph, controller, table, policy: torch.Tensor, device) -> dict:
+def instanas_costs(meta_graph, controller, table, policy: torch.Tensor, device) -> dict:
     """Per-sample parameters and MACs (N,) of the routed network: stem, head and controller plus
     the selected modules' table entries (``policy``: (N, T, K))."""
-    space = graph.space
+    space = meta_graph.space
     res = space.resolution
     last = space.cells()[-1]
     fixed_macs = (
-        count_macs(graph.stem, (1, 3, res, res), device)
-        + count_macs(graph.head, (1, last.out_channels, last.out_size, last.out_size), device)
+        count_macs(meta_graph.stem, (1, 3, res, res), device)
+        + count_macs(meta_graph.head, (1, last.out_channels, last.out_size, last.out_size), device)
         + count_macs(controller, (1, 3, res, res), device)
     )
-    fixed_params = count_params(graph.stem) + count_params(graph.head) + count_params(controller)
+    fixed_params = count_params(meta_graph.stem) + count_params(meta_graph.head) + count_params(controller)
     p = enforce_at_least_one(policy.detach().cpu(), space).double()  # (N, T, K)
     cell_macs = torch.as_tensor(table.cell_module_macs, dtype=torch.float64)  # (T, K)
     cell_params = torch.as_tensor(table.cell_module_params, dtype=torch.float64)
@@ -209,16 +230,16 @@ def instanas_costs(graph, controller, table, policy: torch.Tensor, device) -> di
 def _source_variant(cfg: Config, run_dir) -> str:
     """The variant letter of the evaluated model: the fine-tuning's (from its saved config.json)
     or, for ``source=search``, ``evaluate.variant``."""
-    ec = cfg.evaluate
-    if ec.source == "search":
-        return ec.variant
-    saved = stage_dir(run_dir, ec.source) / "config.json"
+    evaluate_cfg = cfg.evaluate
+    if evaluate_cfg.source == "search":
+        return evaluate_cfg.variant
+    saved = stage_dir(run_dir, evaluate_cfg.source) / "config.json"
     return config_from_dict(load_json(saved), source=saved).finetune.variant if saved.is_file() else "?"
 
 
 def _append_results(cfg: Config, run_dir, summary: dict, costs: dict, device: str, variant: str) -> list[str]:
     """``InstaNAS-<variant>`` rows: the table estimate and, if timed, the measured latency."""
-    ec = cfg.evaluate
+    evaluate_cfg = cfg.evaluate
     name = f"InstaNAS-{variant}"
     common = dict(
         name=name,
@@ -231,23 +252,42 @@ def _append_results(cfg: Config, run_dir, summary: dict, costs: dict, device: st
         device=device,
     )
     extra = {
-        "stage": "evaluate", "source": ec.source, "variant": variant, "model": summary["model"],
-        "split": ec.split, "test_n": summary["n"], "distinct_policies": summary["distinct_policies"],
-        "macs_std": float(costs["macs"].std()), "params_std": float(costs["params"].std()),
-        "latency_std": "over images", "controller_included": True,
+        "stage": "evaluate",
+        "source": evaluate_cfg.source,
+        "variant": variant,
+        "model": summary["model"],
+        "split": evaluate_cfg.split,
+        "test_n": summary["n"],
+        "distinct_policies": summary["distinct_policies"],
+        "macs_std": float(costs["macs"].std()),
+        "params_std": float(costs["params"].std()),
+        "latency_std": "over images",
+        "controller_included": True,
     }
     est = summary["latency_estimate_ms"]
-    append_result(run_dir, ResultRow(
-        **common, latency_mean_ms=est["mean"], latency_std_ms=est["std"], latency_kind="estimated",
-        extra={**extra, "latency_images": summary["n"]},
-    ))
+    append_result(
+        run_dir,
+        ResultRow(
+            **common,
+            latency_mean_ms=est["mean"],
+            latency_std_ms=est["std"],
+            latency_kind="estimated",
+            extra={**extra, "latency_images": summary["n"]},
+        ),
+    )
     kinds = ["estimated"]
     m = summary["latency_measured_ms"]
     if m["samples"]:
-        append_result(run_dir, ResultRow(
-            **common, latency_mean_ms=m["mean"], latency_std_ms=m["std"], latency_kind="measured",
-            extra={**extra, "latency_images": m["samples"], "threads": m["threads"]},
-        ))
+        append_result(
+            run_dir,
+            ResultRow(
+                **common,
+                latency_mean_ms=m["mean"],
+                latency_std_ms=m["std"],
+                latency_kind="measured",
+                extra={**extra, "latency_images": m["samples"], "threads": m["threads"]},
+            ),
+        )
         kinds.append("measured")
     return kinds
 
@@ -261,7 +301,13 @@ def _write_records(out: Path, res: dict, correct, latency, measured, has_difficu
         w = csv.writer(f)
         w.writerow(cols)
         for i in range(len(correct)):
-            row = [int(res["index"][i]), int(res["label"][i]), int(res["pred"][i]), int(correct[i]), f"{latency[i]:.5f}"]
+            row = [
+                int(res["index"][i]),
+                int(res["label"][i]),
+                int(res["pred"][i]),
+                int(correct[i]),
+                f"{latency[i]:.5f}",
+            ]
             row.append("" if math.isnan(measured[i]) else f"{measured[i]:.5f}")
             if has_difficulty:
                 row.append(int(res["difficulty"][i]))

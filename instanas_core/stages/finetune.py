@@ -21,115 +21,87 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..config import Config, config_to_dict
 from ..controller import Controller
-from ..distributed import DistContext, distributed_session, on_main, rank_seed, unwrap
+from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..latency import LatencyTable, thread_limit
-from ..meta_graph import MetaGraph
 from ..policy import greedy_policy
-from ..rundir import (
-    RunDirError,
-    epoch_seed,
-    load_checkpoint,
-    restore_rng_state,
-    save_json,
-    seed_everything,
-    stage_dir,
-)
-from .common import (
-    Meter,
-    NonFiniteError,
+from ..rundir import RunDirError, load_checkpoint, restore_rng_state, save_json, stage_dir
+from ..train import (
+    EpochLoop,
+    EpochResult,
+    StepFn,
     begin_stage,
-    end_epoch,
     build_models,
-    build_split,
     check_finite,
     check_latency_table_hash,
     check_space_hash,
     ensure_latency_table,
     infer,
     latency_table_hash,
-    limited,
-    make_loader,
     make_optimizer,
     make_schedule,
-    non_finite_stop,
     open_metrics,
-    progress_bar,
-    steps_per_epoch,
-    to_device,
+    pass_inputs,
+    policy_step,
+    run_epochs,
+    run_pass,
+    training_data,
 )
 from .variants import resolve_variant
 
-__all__ = ["FINETUNE_COLUMNS", "train_routed_epoch", "run_finetune", "format_finetune_summary"]
+__all__ = ["FINETUNE_COLUMNS", "routed_step", "run_finetune", "format_finetune_summary"]
 
 FINETUNE_COLUMNS = (
-    "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "mean_latency_ms",
-    "val_distinct_policies", "seconds",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "mean_latency_ms",
+    "val_distinct_policies",
+    "seconds",
 )
 
 
-def train_routed_epoch(
-    graph: MetaGraph,
+def routed_step(
+    model,
     controller: Controller,
     optimizer: torch.optim.Optimizer,
     scheduler,
-    loader,
-    device: torch.device,
     table: LatencyTable,
-    steps: int,
-    channels_last: bool = True,
-    progress: bool = False,
-    desc: str = "finetune",
     dist: DistContext | None = None,
-    *,
     execution: str = "subset",
-) -> dict:
-    """One epoch of the meta-graph (possibly in DDP) on the fixed controller's greedy policies;
-    statistics over all ranks. A non-finite loss raises
-    :class:`~instanas_core.stages.common.NonFiniteError` before its step."""
-    net, ctrl = unwrap(graph), unwrap(controller)
-    ctrl.eval()
-    graph.train()
-    meter = Meter()
-    bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for step, (image, label) in enumerate(bar):
-        x = to_device(image, device, channels_last)
-        y = label.to(device, non_blocking=True)
+) -> StepFn:
+    """The step of fine-tuning or re-training (§3.1 c, §4.2) for
+    :func:`~instanas_core.train.run_pass`: each image is routed through the fixed controller's
+    greedy policy (what is deployed). ``model`` is the meta-graph, possibly in DDP; the caller sets
+    train mode on it and eval mode on the controller. A non-finite loss raises before its update."""
+    meta_graph, ctrl = unwrap(model), unwrap(controller)
+
+    def policies(x: torch.Tensor) -> torch.Tensor:
+        # The fixed controller's greedy decision.
         with torch.no_grad():
-            policy = greedy_policy(ctrl(x), net)  # (B, T, K)
-        logits = graph(x, policy, execution)
-        loss = F.cross_entropy(logits, y)
-        loss_value = loss.item()
-        check_finite(dist, "training", step, loss=loss_value)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        meter.update(
-            len(y), loss=loss_value, acc=(logits.argmax(1) == y).float().mean().item(),
-            latency=table.estimate(policy).mean().item(),
-        )
-        bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('acc'):.3f}", lat=f"{meter.mean('latency'):.3f}")
-    meter = meter.all_reduced(dist)
-    return {"loss": meter.mean("loss"), "accuracy": meter.mean("acc")}
+            return greedy_policy(ctrl(x), meta_graph)  # (B, T, K)
+
+    return policy_step(model, policies, optimizer, scheduler, table, dist, execution)
 
 
 def run_finetune(
     cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict:
     """Run (or resume) fine-tuning / re-training of the picked variant; returns the summary."""
-    exp, fc = cfg.experiment, cfg.finetune
+    exp, finetune_cfg = cfg.experiment, cfg.finetune
     search_dir = stage_dir(run_dir, "search")
     if not (search_dir / "metrics.csv").is_file():
         raise RunDirError(f"fine-tuning needs a search in {search_dir}: run `instanas search` first.")
     with distributed_session(exp.device) as dist:
         # resolve_variant may write search/variants.json: rank 0 alone, the others read its answer.
-        picked = on_main(dist, lambda: resolve_variant(search_dir, fc.variant))
+        picked = on_main(dist, lambda: resolve_variant(search_dir, finetune_cfg.variant))
         with (
-            begin_stage(cfg, run_dir, "finetune", resume, overwrite, out_name=fc.out_dir, dist=dist) as start,
+            begin_stage(cfg, run_dir, "finetune", resume, overwrite, out_name=finetune_cfg.out_dir, dist=dist) as start,
             thread_limit(exp.threads),
         ):
             progress = progress and dist.is_main
@@ -140,70 +112,93 @@ def run_finetune(
 
 
 def _finetune(
-    cfg: Config, out: Path, device, table, lut_path: Path, search_dir: Path, picked: dict, state, progress: bool,
+    cfg: Config,
+    out: Path,
+    device,
+    table,
+    lut_path: Path,
+    search_dir: Path,
+    picked: dict,
+    state,
+    progress: bool,
     dist: DistContext,
 ) -> dict:
-    exp, fc = cfg.experiment, cfg.finetune
-    graph, controller = build_models(exp, device, seed=exp.seed)
+    exp, finetune_cfg = cfg.experiment, cfg.finetune
+    meta_graph, controller = build_models(exp, device, seed=exp.seed)
     lut_hash = latency_table_hash(lut_path)
     ckpt = load_checkpoint(search_dir / picked["checkpoint"], map_location=device)
-    if ckpt.get("space_hash") != graph.space.space_hash():
+    if ckpt.get("space_hash") != meta_graph.space.space_hash():
         raise RunDirError(f"{picked['checkpoint']} belongs to another search space than this run's.")
     check_latency_table_hash(ckpt, lut_path, f"the search checkpoint {search_dir / picked['checkpoint']}")
     controller.load_state_dict(ckpt["controller"])
     graph_source = "fresh initialisation (re-train)"
-    if fc.mode == "finetune":
+    if finetune_cfg.mode == "finetune":
         if "meta_graph" in ckpt:
-            graph.load_state_dict(ckpt["meta_graph"])
+            meta_graph.load_state_dict(ckpt["meta_graph"])
             graph_source = f"search epoch {picked['epoch']}"
         else:
-            graph.load_state_dict(load_checkpoint(search_dir / "last.pt", map_location=device)["meta_graph"])
+            meta_graph.load_state_dict(load_checkpoint(search_dir / "last.pt", map_location=device)["meta_graph"])
             graph_source = "search last.pt (the picked epoch's meta-graph was not kept)"
     for p in controller.parameters():
         p.requires_grad_(False)
 
-    train_set = build_split(exp, "train", augment=exp.augment)
-    val_set = build_split(exp, "val", augment=False)
-    probe = make_loader(train_set, fc.batch_size, True, 0, exp, device, train=True, dist=dist)
-    steps = steps_per_epoch(probe, fc.max_steps_per_epoch)
-    optimizer = make_optimizer(
-        graph.parameters(), fc.resolved_optimizer, fc.resolved_lr, fc.resolved_weight_decay, fc.momentum, nesterov=True
+    train_set, val_set, val_loader, steps = training_data(
+        exp, finetune_cfg.batch_size, finetune_cfg.max_steps_per_epoch, device, dist
     )
-    scheduler = make_schedule(optimizer, fc.schedule, fc.epochs, steps)
+    optimizer = make_optimizer(
+        meta_graph.parameters(),
+        finetune_cfg.resolved_optimizer,
+        finetune_cfg.resolved_lr,
+        finetune_cfg.resolved_weight_decay,
+        finetune_cfg.momentum,
+        nesterov=True,
+    )
+    scheduler = make_schedule(optimizer, finetune_cfg.schedule, finetune_cfg.epochs, steps)
     first = 0
     if state is not None:
-        check_space_hash(state, graph.space.space_hash(), f"cannot resume {fc.out_dir}: {out / 'last.pt'}")
-        check_latency_table_hash(state, lut_path, f"cannot resume {fc.out_dir}: {out / 'last.pt'}")
-        graph.load_state_dict(state["meta_graph"])
+        check_space_hash(
+            state, meta_graph.space.space_hash(), f"cannot resume {finetune_cfg.out_dir}: {out / 'last.pt'}"
+        )
+        check_latency_table_hash(state, lut_path, f"cannot resume {finetune_cfg.out_dir}: {out / 'last.pt'}")
+        meta_graph.load_state_dict(state["meta_graph"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         first = state["epoch"] + 1
     metrics = open_metrics(dist, out / "metrics.csv", FINETUNE_COLUMNS, first)
     # Routing skips the modules no sample of a rank chose: ranks use different parameters.
-    model = dist.wrap(graph, find_unused_parameters=True)
-    val_loader = make_loader(val_set, max(fc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
-    lr_hint = f"finetune.lr={fc.resolved_lr:g} with {fc.resolved_optimizer}"
-    t_start = time.time()
-    for epoch in range(first, fc.epochs):
-        t0 = time.time()
-        s = epoch_seed(exp.seed, "finetune", epoch)
-        seed_everything(rank_seed(s, dist.rank))
-        loader = make_loader(train_set, fc.batch_size, True, s, exp, device, train=True, dist=dist)
+    model = dist.wrap(meta_graph, find_unused_parameters=True)
+
+    def epoch_fn(epoch: int) -> EpochResult:
+        # ---- train: one pass over the data on the fixed controller's greedy policies
+        inputs = pass_inputs(exp, "finetune", epoch, 0, train_set, finetune_cfg.batch_size, device, dist)
         lr = optimizer.param_groups[0]["lr"]
-        try:
-            tr = train_routed_epoch(
-                model, controller, optimizer, scheduler, loader, device, table, steps, exp.use_channels_last, progress,
-                f"{fc.out_dir} {epoch + 1}/{fc.epochs}", dist, execution=exp.execution,
-            )
-            dist.sync_buffers(graph)
-            val = infer(
-                graph, val_loader, device, ("image", "label"), controller=controller,
-                channels_last=exp.use_channels_last, dist=dist,
-            )
-            check_finite(None, "validation", loss=float(val["loss"].mean()))
-        except NonFiniteError as exc:
-            raise non_finite_stop(exc, fc.out_dir, epoch, fc.epochs, out, lr_hint) from None
+        controller.eval()
+        model.train()
+        step = routed_step(model, controller, optimizer, scheduler, table, dist, exp.execution)
+        tr = run_pass(
+            step,
+            inputs.loader,
+            steps,
+            device,
+            exp.use_channels_last,
+            f"{finetune_cfg.out_dir} {epoch + 1}/{finetune_cfg.epochs}",
+            progress,
+            dist,
+            ("loss", "accuracy", "latency"),
+        )
+        dist.sync_buffers(meta_graph)
+        # ---- validate with the controller's greedy policies
+        val = infer(
+            meta_graph,
+            val_loader,
+            device,
+            ("image", "label"),
+            controller=controller,
+            channels_last=exp.use_channels_last,
+            dist=dist,
+        )
+        check_finite(None, "validation", loss=float(val["loss"].mean()))
         flat = val["policy"].reshape(len(val["label"]), -1)
         row = {
             "epoch": epoch,
@@ -214,40 +209,46 @@ def _finetune(
             "val_accuracy": float((val["pred"] == val["label"]).float().mean()),
             "mean_latency_ms": float(table.estimate(val["policy"].float()).mean()),
             "val_distinct_policies": int(torch.unique(flat, dim=0).shape[0]),
-            "seconds": time.time() - t0,
         }
-
         state = {
             "stage": "finetune",
             "epoch": epoch,
-            "epochs": fc.epochs,
-            "space_hash": graph.space.space_hash(),
+            "epochs": finetune_cfg.epochs,
+            "space_hash": meta_graph.space.space_hash(),
             "lut_hash": lut_hash,
             "config": config_to_dict(cfg),
-            "variant": fc.variant,
+            "variant": finetune_cfg.variant,
             "search_checkpoint": picked["checkpoint"],
-            "meta_graph": graph.state_dict(),
+            "meta_graph": meta_graph.state_dict(),
             "controller": controller.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
         }
-        if end_epoch(dist, out, metrics, row, state, epoch, fc.epochs, fc.stop_after_epoch):
-            break
+        return EpochResult(row, state)
+
+    t_start = time.time()
+    lr_hint = f"finetune.lr={finetune_cfg.resolved_lr:g} with {finetune_cfg.resolved_optimizer}"
+    run_epochs(
+        EpochLoop(finetune_cfg.out_dir, finetune_cfg.epochs, finetune_cfg.stop_after_epoch, out, lr_hint, dist),
+        first,
+        metrics,
+        epoch_fn,
+    )
 
     def summarise() -> dict:
         rows = metrics.rows()
         last = rows[-1] if rows else {}
         summary = {
             "stage": "finetune",
-            "mode": fc.mode,
-            "variant": fc.variant,
+            "mode": finetune_cfg.mode,
+            "variant": finetune_cfg.variant,
             "picked": picked,
             "graph_source": graph_source,
-            "optimizer": fc.resolved_optimizer,
-            "lr": fc.resolved_lr,
+            "optimizer": finetune_cfg.resolved_optimizer,
+            "lr": finetune_cfg.resolved_lr,
             "epochs_done": len(rows),
-            "epochs": fc.epochs,
-            "finished": len(rows) >= fc.epochs,
+            "epochs": finetune_cfg.epochs,
+            "finished": len(rows) >= finetune_cfg.epochs,
             "val_accuracy": float(last.get("val_accuracy") or "nan"),
             "mean_latency_ms": float(last.get("mean_latency_ms") or "nan"),
             "seconds_this_call": time.time() - t_start,

@@ -39,54 +39,42 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..config import Config, SearchConfig, config_to_dict
 from ..controller import Controller
-from ..distributed import DistContext, distributed_session, on_main, rank_seed, unwrap
+from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..latency import LatencyTable, TimingConfig, thread_limit
 from ..meta_graph import MetaGraph
 from ..policy import encourage, greedy_policy, policy_entropy, policy_log_prob, sample_policy
 from ..reward import RewardBounds, combined_reward, reference_latencies, resolve_bounds
-from ..rundir import (
-    RunDirError,
-    capture_rng_state,
-    epoch_seed,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    save_json,
-    seed_everything,
-    stage_dir,
-)
-from .common import (
-    Meter,
-    NonFiniteError,
+from ..rundir import RunDirError, load_checkpoint, restore_rng_state, save_json, stage_dir
+from ..train import (
+    EpochLoop,
+    EpochResult,
+    StepFn,
     begin_stage,
     build_models,
-    build_split,
     check_finite,
     check_latency_table_hash,
     check_space_hash,
     ensure_latency_table,
     infer,
     latency_table_hash,
-    limited,
-    make_loader,
     make_optimizer,
     measure_routed_latency,
-    non_finite_stop,
     open_metrics,
-    progress_bar,
-    steps_per_epoch,
-    to_device,
+    pass_inputs,
+    policy_step,
+    run_epochs,
+    run_pass,
+    training_data,
 )
 
 __all__ = [
     "SEARCH_COLUMNS",
     "controller_loss",
-    "train_controller_epoch",
-    "train_graph_epoch",
+    "controller_step",
+    "meta_graph_step",
     "validate",
     "run_search",
     "format_search_summary",
@@ -139,142 +127,104 @@ def controller_loss(
     return loss, entropy.mean().detach()
 
 
-def train_controller_epoch(
-    controller: Controller,
-    graph: MetaGraph,
+def controller_step(
+    controller,
+    meta_graph: MetaGraph,
     optimizer: torch.optim.Optimizer,
-    loader,
-    device: torch.device,
     table: LatencyTable,
     bounds: tuple[float, float],
-    sc: SearchConfig,
+    search_cfg: SearchConfig,
     generator: torch.Generator,
-    steps: int,
-    channels_last: bool = True,
-    progress: bool = False,
-    desc: str = "controller",
     dist: DistContext | None = None,
-    *,
     execution: str = "subset",
-) -> dict:
-    """One controller epoch with the meta-graph fixed (eval mode, no gradient). Either model may
-    be wrapped in DistributedDataParallel; statistics are means over all ranks. A non-finite
-    loss or reward raises :class:`~instanas_core.stages.common.NonFiniteError` before its step."""
+) -> StepFn:
+    """The step of a controller epoch (§3.3, Eq. 1-2) for :func:`~instanas_core.train.run_pass`,
+    with the meta-graph fixed (the caller puts it in eval mode and the controller, possibly in
+    DDP, in train mode). A non-finite loss or reward raises before its update."""
     upper, lower = bounds
-    net = unwrap(graph)
-    net.eval()
-    controller.train()
-    meter = Meter()
-    bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for step, (image, label) in enumerate(bar):
-        x = to_device(image, device, channels_last)
-        y = label.to(device, non_blocking=True)
+    meta_graph = unwrap(meta_graph)
+
+    def step(i: int, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
         b = x.shape[0]
+        # ---- policies: a Bernoulli sample of the encouraged probabilities, and the greedy baseline
         probs = controller(x)  # (B, T, K)
-        sampled = sample_policy(probs, net, sc.alpha, generator)
-        greedy = greedy_policy(probs, net)  # (B, T, K): the self-critical baseline
+        sampled = sample_policy(probs, meta_graph, search_cfg.alpha, generator)
+        greedy = greedy_policy(probs, meta_graph)  # (B, T, K): the self-critical baseline
+        # ---- reward (Eq. 2): one forward for both policies; eval-mode BatchNorm keeps samples independent
         with torch.no_grad():
-            # One forward for both policies: eval-mode BatchNorm makes samples independent.
-            logits = net(torch.cat([x, x]), torch.cat([sampled.policy, greedy]), execution)  # (2B, classes)
+            logits = meta_graph(torch.cat([x, x]), torch.cat([sampled.policy, greedy]), execution)  # (2B, classes)
             correct = logits.argmax(1) == torch.cat([y, y])  # (2B,)
-            latency = table.estimate(torch.cat([sampled.policy, greedy])).to(device)  # (2B,)
-            reward = combined_reward(correct, latency, upper, lower, sc.reward_correct, sc.reward_wrong)
+            latency = table.estimate(torch.cat([sampled.policy, greedy])).to(x.device)  # (2B,)
+            reward = combined_reward(correct, latency, upper, lower, search_cfg.reward_correct, search_cfg.reward_wrong)
+        # ---- policy gradient (Eq. 1) with the self-critical advantage
         advantage = reward[:b] - reward[b:]  # (B,)
-        loss, entropy = controller_loss(probs, sampled.actions, advantage, sc.alpha, sc.entropy_bonus)
-        stats = {
-            "reward": reward[:b].mean().item(),
-            "greedy_reward": reward[b:].mean().item(),
-            "loss": loss.item(),
-        }
-        check_finite(dist, "controller", step, **stats)
+        loss, entropy = controller_loss(probs, sampled.actions, advantage, search_cfg.alpha, search_cfg.entropy_bonus)
+        stats = {"reward": reward[:b].mean().item(), "greedy_reward": reward[b:].mean().item(), "loss": loss.item()}
+        check_finite(dist, "controller", i, **stats)
+        # ---- update the controller
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        meter.update(
-            b,
-            reward=stats["reward"],
-            greedy_reward=stats["greedy_reward"],
-            acc=correct[:b].float().mean().item(),
-            greedy_acc=correct[b:].float().mean().item(),
-            latency=latency[:b].mean().item(),
-            entropy=entropy.item(),
-            loss=stats["loss"],
-        )
-        bar.set_postfix(
-            loss=f"{meter.mean('loss'):.2f}", acc=f"{meter.mean('acc'):.3f}",
-            lat=f"{meter.mean('latency'):.3f}", reward=f"{meter.mean('reward'):.2f}",
-        )
-    meter = meter.all_reduced(dist)
-    return {k: meter.mean(k) for k in ("reward", "greedy_reward", "acc", "greedy_acc", "latency", "entropy", "loss")}
+        return b, {
+            "reward": stats["reward"],
+            "greedy_reward": stats["greedy_reward"],
+            "accuracy": correct[:b].float().mean().item(),
+            "greedy_accuracy": correct[b:].float().mean().item(),
+            "latency": latency[:b].mean().item(),
+            "entropy": entropy.item(),
+            "loss": stats["loss"],
+        }
+
+    return step
 
 
-def train_graph_epoch(
-    graph: MetaGraph,
+def meta_graph_step(
+    model,
     controller: Controller,
     optimizer: torch.optim.Optimizer,
-    loader,
-    device: torch.device,
     table: LatencyTable,
-    sc: SearchConfig,
+    search_cfg: SearchConfig,
     generator: torch.Generator,
-    steps: int,
-    channels_last: bool = True,
-    progress: bool = False,
-    desc: str = "meta-graph",
     dist: DistContext | None = None,
-    *,
     execution: str = "subset",
-) -> dict:
-    """One meta-graph epoch with the controller fixed: sampled policies, shuffled within the batch
-    (policy random shuffling, §3.3; under torchrun within each rank's share), task loss only."""
-    net, ctrl = unwrap(graph), unwrap(controller)
-    ctrl.eval()
-    graph.train()
-    meter = Meter()
-    bar = progress_bar(limited(loader, steps), steps, desc, progress)
-    for step, (image, label) in enumerate(bar):
-        x = to_device(image, device, channels_last)
-        y = label.to(device, non_blocking=True)
+) -> StepFn:
+    """The step of a meta-graph epoch (§3.3) for :func:`~instanas_core.train.run_pass`, with the
+    controller fixed: sampled policies, shuffled within the batch ("policy random shuffling";
+    under torchrun within each rank's share), task loss only. ``model`` is the meta-graph,
+    possibly in DDP; the caller sets train mode on it and eval mode on the controller."""
+    meta_graph, controller = unwrap(model), unwrap(controller)
+
+    def policies(x: torch.Tensor) -> torch.Tensor:
+        # The controller's samples, re-paired with the images of the batch.
         with torch.no_grad():
-            policy = sample_policy(ctrl(x), net, sc.alpha, generator).policy  # (B, T, K)
-        if sc.policy_shuffle:
+            policy = sample_policy(controller(x), meta_graph, search_cfg.alpha, generator).policy  # (B, T, K)
+        if search_cfg.policy_shuffle:
             perm = torch.randperm(x.shape[0], generator=generator).to(policy.device)
-            policy = policy[perm]  # re-pair policies and samples within the batch
-        logits = graph(x, policy, execution)
-        loss = F.cross_entropy(logits, y)
-        loss_value = loss.item()
-        check_finite(dist, "meta-graph training", step, loss=loss_value)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        meter.update(
-            len(y), loss=loss_value, acc=(logits.argmax(1) == y).float().mean().item(),
-            latency=table.estimate(policy).mean().item(),
-        )
-        bar.set_postfix(loss=f"{meter.mean('loss'):.3f}", acc=f"{meter.mean('acc'):.3f}", lat=f"{meter.mean('latency'):.3f}")
-    meter = meter.all_reduced(dist)
-    return {"loss": meter.mean("loss"), "accuracy": meter.mean("acc")}
+            policy = policy[perm]
+        return policy
+
+    return policy_step(model, policies, optimizer, None, table, dist, execution, "meta-graph training")
 
 
 def validate(
-    graph: MetaGraph,
+    meta_graph: MetaGraph,
     controller: Controller,
     loader,
     device: torch.device,
     table: LatencyTable,
     bounds: tuple[float, float],
-    sc: SearchConfig,
+    search_cfg: SearchConfig,
     channels_last: bool = True,
     dist: DistContext | None = None,
 ) -> tuple[dict, dict]:
     """Greedy policies on the validation split: accuracy, table latency, reward, diversity (with
     ``dist``, over all ranks' shards)."""
     res = infer(
-        graph, loader, device, ("image", "label"), controller=controller, channels_last=channels_last, dist=dist
+        meta_graph, loader, device, ("image", "label"), controller=controller, channels_last=channels_last, dist=dist
     )
     correct = res["pred"] == res["label"]
     latency = table.estimate(res["policy"].float())  # (N,)
-    reward = combined_reward(correct, latency, bounds[0], bounds[1], sc.reward_correct, sc.reward_wrong)
+    reward = combined_reward(correct, latency, bounds[0], bounds[1], search_cfg.reward_correct, search_cfg.reward_wrong)
     flat = res["policy"].reshape(len(correct), -1)
     stats = {
         "val_accuracy": float(correct.float().mean()),
@@ -294,7 +244,9 @@ def run_search(
     exp = cfg.experiment
     pre = stage_dir(run_dir, "pretrain") / "last.pt"
     if not pre.is_file():
-        raise RunDirError(f"the search starts from a pre-trained meta-graph, but {pre} does not exist: run `instanas pretrain` first.")
+        raise RunDirError(
+            f"the search starts from a pre-trained meta-graph, but {pre} does not exist: run `instanas pretrain` first."
+        )
     with (
         distributed_session(exp.device) as dist,
         begin_stage(cfg, run_dir, "search", resume, overwrite, dist=dist) as start,
@@ -306,36 +258,57 @@ def run_search(
 
 
 def _search(
-    cfg: Config, out: Path, device, table: LatencyTable, lut_path: Path, pre: Path, state, progress: bool,
+    cfg: Config,
+    out: Path,
+    device,
+    table: LatencyTable,
+    lut_path: Path,
+    pre: Path,
+    state,
+    progress: bool,
     dist: DistContext,
 ) -> dict:
-    exp, sc = cfg.experiment, cfg.search
-    graph, controller = build_models(exp, device, seed=exp.seed)
+    exp, search_cfg = cfg.experiment, cfg.search
+    meta_graph, controller = build_models(exp, device, seed=exp.seed)
     pretrained = load_checkpoint(pre, map_location=device)
-    if pretrained.get("space_hash") != graph.space.space_hash():
-        raise RunDirError(f"{pre} was trained for another search space than this run's; use the same preset and settings.")
-    graph.load_state_dict(pretrained["meta_graph"])
+    if pretrained.get("space_hash") != meta_graph.space.space_hash():
+        raise RunDirError(
+            f"{pre} was trained for another search space than this run's; use the same preset and settings."
+        )
+    meta_graph.load_state_dict(pretrained["meta_graph"])
     lut_hash = latency_table_hash(lut_path)
 
     refs = reference_latencies(table)
     bounds = resolve_bounds(
-        refs, sc.upper_start_factor, sc.upper_end_factor, sc.upper_start_ms, sc.upper_end_ms,
-        sc.lower_start_ms, sc.lower_end_ms,
+        refs,
+        search_cfg.upper_start_factor,
+        search_cfg.upper_end_factor,
+        search_cfg.upper_start_ms,
+        search_cfg.upper_end_ms,
+        search_cfg.lower_start_ms,
+        search_cfg.lower_end_ms,
     )
-    train_set = build_split(exp, "train", augment=exp.augment)
-    val_set = build_split(exp, "val", augment=False)
-    probe = make_loader(train_set, sc.batch_size, True, 0, exp, device, train=True, dist=dist)
-    steps = steps_per_epoch(probe, sc.max_steps_per_epoch)
-    val_loader = make_loader(val_set, max(sc.batch_size, 64), False, 0, exp, device, train=False, dist=dist)
+    train_set, val_set, val_loader, steps = training_data(
+        exp, search_cfg.batch_size, search_cfg.max_steps_per_epoch, device, dist
+    )
 
-    c_opt = torch.optim.Adam(controller.parameters(), lr=sc.controller_lr, weight_decay=sc.controller_weight_decay)
-    c_sched = torch.optim.lr_scheduler.StepLR(c_opt, step_size=sc.controller_lr_step or 10**9, gamma=0.1)
-    g_opt = make_optimizer(graph.parameters(), "sgd", sc.graph_lr, sc.graph_weight_decay, sc.graph_momentum, nesterov=False)
+    c_opt = torch.optim.Adam(
+        controller.parameters(), lr=search_cfg.controller_lr, weight_decay=search_cfg.controller_weight_decay
+    )
+    c_sched = torch.optim.lr_scheduler.StepLR(c_opt, step_size=search_cfg.controller_lr_step or 10**9, gamma=0.1)
+    g_opt = make_optimizer(
+        meta_graph.parameters(),
+        "sgd",
+        search_cfg.graph_lr,
+        search_cfg.graph_weight_decay,
+        search_cfg.graph_momentum,
+        nesterov=False,
+    )
     first = 0
     if state is not None:
-        check_space_hash(state, graph.space.space_hash(), f"cannot resume the search: {out / 'last.pt'}")
+        check_space_hash(state, meta_graph.space.space_hash(), f"cannot resume the search: {out / 'last.pt'}")
         check_latency_table_hash(state, lut_path, f"cannot resume the search: {out / 'last.pt'}")
-        graph.load_state_dict(state["meta_graph"])
+        meta_graph.load_state_dict(state["meta_graph"])
         controller.load_state_dict(state["controller"])
         c_opt.load_state_dict(state["controller_optimizer"])
         c_sched.load_state_dict(state["controller_scheduler"])
@@ -354,57 +327,78 @@ def _search(
 
     on_main(dist, start_files)
     # Both models train in DDP; subset execution makes the meta-graph's used parameters differ per rank.
-    graph_model = dist.wrap(graph, find_unused_parameters=True)
+    graph_model = dist.wrap(meta_graph, find_unused_parameters=True)
     controller_model = dist.wrap(controller)
 
     # The same validation samples are timed every epoch (seeded), so epochs compare.
-    n_measure = min(sc.measure_samples, len(val_set))
+    n_measure = min(search_cfg.measure_samples, len(val_set))
     measure_idx = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(exp.seed))[:n_measure]
-    timing = TimingConfig(min_run_time=sc.measure_min_run_time, blocks=sc.measure_blocks, warmup=1)
-    lr_hint = f"search.controller_lr={sc.controller_lr:g}, search.graph_lr={sc.graph_lr:g}"
-    t_start = time.time()
-    for epoch in range(first, sc.epochs):
-        t0 = time.time()
-        upper, lower = bounds.at(epoch, sc.epochs)
+    timing = TimingConfig(min_run_time=search_cfg.measure_min_run_time, blocks=search_cfg.measure_blocks, warmup=1)
+
+    def epoch_fn(epoch: int) -> EpochResult:
+        upper, lower = bounds.at(epoch, search_cfg.epochs)
         c_lr, g_lr = c_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]
-        try:
-            # ---- controller epoch (meta-graph fixed)
-            s = epoch_seed(exp.seed, "search", epoch, 0)
-            seed_everything(rank_seed(s, dist.rank))
-            gen = torch.Generator().manual_seed(rank_seed(s, dist.rank))
-            loader = make_loader(train_set, sc.batch_size, True, s, exp, device, train=True, dist=dist)
-            ctrl = train_controller_epoch(
-                controller_model, graph, c_opt, loader, device, table, (upper, lower), sc, gen, steps,
-                exp.use_channels_last, progress, f"search {epoch + 1}/{sc.epochs} controller", dist,
-                execution=exp.execution,
+        desc = f"search {epoch + 1}/{search_cfg.epochs}"
+        # ---- controller epoch (meta-graph fixed, eval mode)
+        inputs = pass_inputs(exp, "search", epoch, 0, train_set, search_cfg.batch_size, device, dist)
+        meta_graph.eval()
+        controller_model.train()
+        step = controller_step(
+            controller_model,
+            meta_graph,
+            c_opt,
+            table,
+            (upper, lower),
+            search_cfg,
+            inputs.generator,
+            dist,
+            exp.execution,
+        )
+        ctrl = run_pass(
+            step,
+            inputs.loader,
+            steps,
+            device,
+            exp.use_channels_last,
+            f"{desc} controller",
+            progress,
+            dist,
+            ("loss", "accuracy", "latency", "reward"),
+        )
+        c_sched.step()
+        dist.sync_buffers(controller)
+        # ---- meta-graph epoch (controller fixed)
+        graph_stats = {"loss": float("nan"), "accuracy": float("nan")}
+        if search_cfg.train_meta_graph:
+            inputs = pass_inputs(exp, "search", epoch, 1, train_set, search_cfg.batch_size, device, dist)
+            controller.eval()
+            graph_model.train()
+            step = meta_graph_step(
+                graph_model, controller, g_opt, table, search_cfg, inputs.generator, dist, exp.execution
             )
-            c_sched.step()
-            dist.sync_buffers(controller)
-            # ---- meta-graph epoch (controller fixed)
-            graph_stats = {"loss": float("nan"), "accuracy": float("nan")}
-            if sc.train_meta_graph:
-                s = epoch_seed(exp.seed, "search", epoch, 1)
-                seed_everything(rank_seed(s, dist.rank))
-                gen = torch.Generator().manual_seed(rank_seed(s, dist.rank))
-                loader = make_loader(train_set, sc.batch_size, True, s, exp, device, train=True, dist=dist)
-                graph_stats = train_graph_epoch(
-                    graph_model, controller, g_opt, loader, device, table, sc, gen, steps, exp.use_channels_last,
-                    progress, f"search {epoch + 1}/{sc.epochs} meta-graph", dist, execution=exp.execution,
-                )
-                dist.sync_buffers(graph)
-            # ---- validation (greedy policies; the validation split, never the test split)
-            val, res = validate(
-                graph, controller, val_loader, device, table, (upper, lower), sc, exp.use_channels_last, dist
+            graph_stats = run_pass(
+                step,
+                inputs.loader,
+                steps,
+                device,
+                exp.use_channels_last,
+                f"{desc} meta-graph",
+                progress,
+                dist,
+                ("loss", "accuracy", "latency"),
             )
-            check_finite(None, "validation", loss=float(res["loss"].mean()), reward=val["val_reward"])
-        except NonFiniteError as exc:
-            raise non_finite_stop(exc, "search", epoch, sc.epochs, out, lr_hint) from None
+            dist.sync_buffers(meta_graph)
+        # ---- validation (greedy policies; the validation split, never the test split)
+        val, res = validate(
+            meta_graph, controller, val_loader, device, table, (upper, lower), search_cfg, exp.use_channels_last, dist
+        )
+        check_finite(None, "validation", loss=float(res["loss"].mean()), reward=val["val_reward"])
         measured = float("nan")
         if n_measure:
             policies = res["policy"][measure_idx].float()
             # Timed on rank 0 alone, while the others wait: ranks sharing cores would disturb it.
             measured = on_main(
-                dist, lambda: float(measure_routed_latency(graph, controller, policies, timing, device).mean())
+                dist, lambda: float(measure_routed_latency(meta_graph, controller, policies, timing, device).mean())
             )
         row = {
             "epoch": epoch,
@@ -414,8 +408,8 @@ def _search(
             "measured_latency_ms": measured,
             "ctrl_reward": ctrl["reward"],
             "ctrl_greedy_reward": ctrl["greedy_reward"],
-            "ctrl_sampled_accuracy": ctrl["acc"],
-            "ctrl_greedy_accuracy": ctrl["greedy_acc"],
+            "ctrl_sampled_accuracy": ctrl["accuracy"],
+            "ctrl_greedy_accuracy": ctrl["greedy_accuracy"],
             "ctrl_latency_ms": ctrl["latency"],
             "ctrl_entropy": ctrl["entropy"],
             "ctrl_loss": ctrl["loss"],
@@ -423,58 +417,54 @@ def _search(
             "graph_accuracy": graph_stats["accuracy"],
             "controller_lr": c_lr,
             "graph_lr": g_lr,
-            "seconds": time.time() - t0,
         }
+        # This epoch's models, for variant picking (written before last.pt).
+        epoch_ckpt = {
+            "stage": "search",
+            "epoch": epoch,
+            "space_hash": meta_graph.space.space_hash(),
+            "lut_hash": lut_hash,
+            "controller": controller.state_dict(),
+            "val_accuracy": row["val_accuracy"],
+            "mean_latency_ms": row["mean_latency_ms"],
+            "measured_latency_ms": measured,
+            "upper_bound": upper,
+            "lower_bound": lower,
+        }
+        if search_cfg.keep_graph_checkpoints:
+            epoch_ckpt["meta_graph"] = meta_graph.state_dict()
+        state = {
+            "stage": "search",
+            "epoch": epoch,
+            "epochs": search_cfg.epochs,
+            "space_hash": meta_graph.space.space_hash(),
+            "lut_hash": lut_hash,
+            "config": config_to_dict(cfg),
+            "meta_graph": meta_graph.state_dict(),
+            "controller": controller.state_dict(),
+            "controller_optimizer": c_opt.state_dict(),
+            "controller_scheduler": c_sched.state_dict(),
+            "graph_optimizer": g_opt.state_dict(),
+            "bounds": dict(bounds.__dict__),
+        }
+        return EpochResult(row, state, {f"epochs/epoch_{epoch:04d}.pt": epoch_ckpt})
 
-        def save() -> None:
-            # This epoch's models (for variant picking), then the resume state, then the metrics row.
-            epoch_ckpt = {
-                "stage": "search",
-                "epoch": epoch,
-                "space_hash": graph.space.space_hash(),
-                "lut_hash": lut_hash,
-                "controller": controller.state_dict(),
-                "val_accuracy": row["val_accuracy"],
-                "mean_latency_ms": row["mean_latency_ms"],
-                "measured_latency_ms": measured,
-                "upper_bound": upper,
-                "lower_bound": lower,
-            }
-            if sc.keep_graph_checkpoints:
-                epoch_ckpt["meta_graph"] = graph.state_dict()
-            save_checkpoint(out / "epochs" / f"epoch_{epoch:04d}.pt", epoch_ckpt)
-            save_checkpoint(
-                out / "last.pt",
-                {
-                    "stage": "search",
-                    "epoch": epoch,
-                    "epochs": sc.epochs,
-                    "space_hash": graph.space.space_hash(),
-                    "lut_hash": lut_hash,
-                    "config": config_to_dict(cfg),
-                    "meta_graph": graph.state_dict(),
-                    "controller": controller.state_dict(),
-                    "controller_optimizer": c_opt.state_dict(),
-                    "controller_scheduler": c_sched.state_dict(),
-                    "graph_optimizer": g_opt.state_dict(),
-                    "bounds": dict(bounds.__dict__),
-                    "rng": capture_rng_state(),
-                    "metrics": row,
-                },
-            )
-            metrics.append(row)
-
-        on_main(dist, save)
-        if sc.stop_after_epoch is not None and epoch >= sc.stop_after_epoch and epoch < sc.epochs - 1:
-            break
+    t_start = time.time()
+    lr_hint = f"search.controller_lr={search_cfg.controller_lr:g}, search.graph_lr={search_cfg.graph_lr:g}"
+    run_epochs(
+        EpochLoop("search", search_cfg.epochs, search_cfg.stop_after_epoch, out, lr_hint, dist),
+        first,
+        metrics,
+        epoch_fn,
+    )
 
     def summarise() -> dict:
         rows = metrics.rows()
         summary = {
             "stage": "search",
             "epochs_done": len(rows),
-            "epochs": sc.epochs,
-            "finished": len(rows) >= sc.epochs,
+            "epochs": search_cfg.epochs,
+            "finished": len(rows) >= search_cfg.epochs,
             "bounds": dict(bounds.__dict__),
             "reference_latencies": refs,
             "seconds_this_call": time.time() - t_start,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..pareto import pareto_indices
 from ..rundir import RunDirError, save_json
 
 __all__ = ["pareto_front", "pick_variants", "resolve_variant", "VARIANT_NAMES"]
@@ -24,16 +25,9 @@ VARIANT_NAMES = ("A", "B", "C", "D", "E")
 
 def pareto_front(points: list[dict], acc: str = "val_accuracy", lat: str = "mean_latency_ms") -> list[dict]:
     """Points not dominated by another (at least as accurate and as fast, better in one), sorted
-    from the fastest to the slowest. Ties keep the earliest epoch."""
-    front = []
-    for p in points:
-        dominated = any(
-            (q[acc] >= p[acc] and q[lat] <= p[lat]) and (q[acc] > p[acc] or q[lat] < p[lat]) for q in points
-        )
-        duplicate = any(q[acc] == p[acc] and q[lat] == p[lat] for q in front)
-        if not dominated and not duplicate:
-            front.append(p)
-    return sorted(front, key=lambda p: (p[lat], -p[acc]))
+    from the fastest to the slowest (:func:`~instanas_core.pareto.pareto_indices`). Ties keep the
+    earliest epoch."""
+    return [points[i] for i in pareto_indices([p[lat] for p in points], [p[acc] for p in points])]
 
 
 def pick_variants(search_dir: str | Path, k: int = 5) -> dict:

@@ -14,18 +14,16 @@ code for about ten seconds.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .ownership import record_written
+from ..ownership import record_written
+from ..pareto import pareto_indices
 
 __all__ = [
     "FIGURE_DPI",
@@ -41,10 +39,6 @@ __all__ = [
     "plot_accuracy_vs_latency",
     "plot_latency_distribution",
     "plot_tradeoff_frontier",
-    "plot_sorted_by_latency",
-    "plot_difficulty_vs_latency",
-    "umap_embed",
-    "plot_umap",
 ]
 
 FIGURE_DPI = 150
@@ -163,20 +157,20 @@ def class_counts(dataset_or_labels: Any, num_classes: int | None = None) -> np.n
 
 
 def pareto_frontier(latency: Sequence[float], error: Sequence[float]) -> np.ndarray:
-    """Indices of the points no other point beats on both latency and error, by latency."""
+    """Indices of the points no other point beats on both latency and error, by latency
+    (:func:`~instanas_core.pareto.pareto_indices`)."""
     lat, err = _to_float(latency), _to_float(error)
-    order = np.lexsort((err, lat))  # by latency, ties by error
-    keep, best = [], math.inf
-    for i in order:
-        if err[i] < best:
-            keep.append(i)
-            best = err[i]
-    return np.asarray(keep, dtype=np.int64)
+    return np.asarray(pareto_indices(lat, -err), dtype=np.int64)
 
 
 # ---- notebook 00: the data -----------------------------------------------------------------------
 def plot_sample_grid(
-    dataset: Any, n_per_class: int = 8, seed: int = 0, transformed: bool = False, context: str = "", title: str | None = None
+    dataset: Any,
+    n_per_class: int = 8,
+    seed: int = 0,
+    transformed: bool = False,
+    context: str = "",
+    title: str | None = None,
 ) -> Figure:
     """Rows are classes, columns ``n_per_class`` images of that class drawn with ``seed``;
     ``transformed`` shows each item after the data set's transform (e.g. the §4.2 augmentation)."""
@@ -191,7 +185,9 @@ def plot_sample_grid(
         tiles.append([_dataset_image(dataset, int(i), transformed) for i in pick])
     h, w = next(t[0].shape[:2] for t in tiles if t)
     gap = max(1, h // 16)
-    mosaic = np.ones((len(names) * (h + gap) - gap, n_per_class * (w + gap) - gap, 3))  # (rows*H, cols*W, 3), white gaps
+    mosaic = np.ones(
+        (len(names) * (h + gap) - gap, n_per_class * (w + gap) - gap, 3)
+    )  # (rows*H, cols*W, 3), white gaps
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
             mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
@@ -199,7 +195,9 @@ def plot_sample_grid(
     ax = fig.subplots()
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(names))], names, fontsize=8)
-    ax.set_xticks([c * (w + gap) + w / 2 for c in range(n_per_class)], [str(c + 1) for c in range(n_per_class)], fontsize=7)
+    ax.set_xticks(
+        [c * (w + gap) + w / 2 for c in range(n_per_class)], [str(c + 1) for c in range(n_per_class)], fontsize=7
+    )
     ax.tick_params(length=0)
     ax.set_ylabel("class")
     ax.set_xlabel(f"image ({w}x{h} px each)")
@@ -213,7 +211,9 @@ def plot_class_balance(
 ) -> Figure:
     """Grouped bars: images per class in each split. ``splits`` maps a split name to a data set
     (anything with ``targets``) or to its per-class counts (see :func:`class_counts`)."""
-    counts = {name: class_counts(v) if hasattr(v, "targets") else np.asarray(v, dtype=np.int64) for name, v in splits.items()}
+    counts = {
+        name: class_counts(v) if hasattr(v, "targets") else np.asarray(v, dtype=np.int64) for name, v in splits.items()
+    }
     first = next(iter(splits.values()))
     n = max(len(c) for c in counts.values())
     names = list(class_names or getattr(first, "classes", None) or [str(c) for c in range(n)])
@@ -222,7 +222,12 @@ def plot_class_balance(
     width = 0.8 / len(counts)
     x = np.arange(n)
     for i, (split, c) in enumerate(counts.items()):
-        ax.bar(x + (i - (len(counts) - 1) / 2) * width, np.pad(c, (0, n - len(c))), width, label=f"{split} ({int(c.sum()):,})")
+        ax.bar(
+            x + (i - (len(counts) - 1) / 2) * width,
+            np.pad(c, (0, n - len(c))),
+            width,
+            label=f"{split} ({int(c.sum()):,})",
+        )
     long_names = max(len(s) for s in names) > 3
     ax.set_xticks(x, names, rotation=30 if long_names else 0, ha="right" if long_names else "center")
     ax.set_xlabel("class")
@@ -245,11 +250,22 @@ def plot_lut_heatmap(table: Any, context: str = "", title: str | None = None) ->
     threshold = ms.min() + 0.6 * (ms.max() - ms.min())
     for t in range(ms.shape[0]):
         for k in range(ms.shape[1]):
-            ax.text(k, t, f"{ms[t, k]:.2f}", ha="center", va="center", fontsize=7, color="black" if ms[t, k] > threshold else "white")
+            ax.text(
+                k,
+                t,
+                f"{ms[t, k]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if ms[t, k] > threshold else "white",
+            )
     ax.set_xticks(range(ms.shape[1]), list(space.modules))
     ax.set_yticks(
         range(len(cells)),
-        [f"{c.index}: {c.in_channels}\u2192{c.out_channels}, {c.in_size}px{' s2' if c.stride == 2 else ''}" for c in cells],
+        [
+            f"{c.index}: {c.in_channels}\u2192{c.out_channels}, {c.in_size}px{' s2' if c.stride == 2 else ''}"
+            for c in cells
+        ],
         fontsize=7,
     )
     ax.set_xlabel("module (Figure 3)")
@@ -288,7 +304,9 @@ def plot_latency_correlation(
     ``"<R> px"`` unless ``panel_titles`` says more.
     """
     if np.ndim(resolution) == 0:
-        estimated, measured, r, within10, split, paper_r = ([v] for v in (estimated, measured, r, within10, split, paper_r))
+        estimated, measured, r, within10, split, paper_r = (
+            [v] for v in (estimated, measured, r, within10, split, paper_r)
+        )
         resolution = [resolution]
         panel_titles = [panel_titles] if isinstance(panel_titles, str) else panel_titles
     n = len(resolution)
@@ -297,7 +315,9 @@ def plot_latency_correlation(
     panel_titles = panel_titles if panel_titles is not None else [f"{res} px" for res in resolution]
     fig = _figure(max(4.4 * n, 6.0), 4.8)
     axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, est, mea, rr, w10, panel, sp, pr in zip(axes, estimated, measured, r, within10, panel_titles, split, paper_r):
+    for ax, est, mea, rr, w10, panel, sp, pr in zip(
+        axes, estimated, measured, r, within10, panel_titles, split, paper_r
+    ):
         est, mea = _to_float(est), _to_float(mea)
         lo, hi = 0.95 * min(est.min(), mea.min()), 1.05 * max(est.max(), mea.max())
         grid = np.linspace(lo, hi, 50)
@@ -306,9 +326,28 @@ def plot_latency_correlation(
         fit = np.asarray(sp) == "fit" if sp is not None else np.zeros(len(est), bool)
         ax.scatter(mea[~fit], est[~fit], s=14, color="tab:red", alpha=0.8, label=f"judged children ({(~fit).sum()})")
         if fit.any():
-            ax.scatter(mea[fit], est[fit], s=14, facecolors="none", edgecolors="grey", label=f"calibration children ({fit.sum()})")
-        text = f"Pearson r = {rr:.3f}" + (f" (paper {pr:.2f})" if pr is not None else "") + f"\nwithin \u00b110%: {100 * w10:.0f}%"
-        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=9, bbox={"fc": "white", "alpha": 0.8, "ec": "none"})
+            ax.scatter(
+                mea[fit],
+                est[fit],
+                s=14,
+                facecolors="none",
+                edgecolors="grey",
+                label=f"calibration children ({fit.sum()})",
+            )
+        text = (
+            f"Pearson r = {rr:.3f}"
+            + (f" (paper {pr:.2f})" if pr is not None else "")
+            + f"\nwithin \u00b110%: {100 * w10:.0f}%"
+        )
+        ax.text(
+            0.03,
+            0.97,
+            text,
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            bbox={"fc": "white", "alpha": 0.8, "ec": "none"},
+        )
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
@@ -379,7 +418,9 @@ def plot_reward_bounds(
     xv = _to_float(cols[x])
     fig = _figure(7.0, 4.4)
     ax = fig.subplots()
-    ax.fill_between(xv, _to_float(cols[lower]), _to_float(cols[upper]), color="tab:green", alpha=0.15, label="reward interval")
+    ax.fill_between(
+        xv, _to_float(cols[lower]), _to_float(cols[upper]), color="tab:green", alpha=0.15, label="reward interval"
+    )
     ax.plot(xv, _to_float(cols[upper]), color="tab:green", lw=1.2, label="upper bound $U_t$")
     ax.plot(xv, _to_float(cols[lower]), color="tab:green", lw=1.2, ls="--", label="lower bound $L_t$")
     ax.plot(xv, _to_float(cols[latency]), color="tab:blue", marker="o", ms=3, label="mean latency of policies")
@@ -490,7 +531,16 @@ def plot_tradeoff_frontier(
         color = line.get_color()
         front = pareto_frontier(lat, err)
         ax.scatter(lat, err, marker=marker, color=color, alpha=0.35, s=18)
-        ax.plot(lat[front], err[front], marker=marker, color=color, lw=1.5, ms=6, drawstyle="steps-post", label=f"{method} ({len(lat)})")
+        ax.plot(
+            lat[front],
+            err[front],
+            marker=marker,
+            color=color,
+            lw=1.5,
+            ms=6,
+            drawstyle="steps-post",
+            label=f"{method} ({len(lat)})",
+        )
         for i in range(len(lat)) if names is not None else ():
             ax.annotate(str(names[i]), (lat[i], err[i]), xytext=(4, 3), textcoords="offset points", fontsize=7)
     ax.set_xlabel(x_label)
@@ -499,170 +549,4 @@ def plot_tradeoff_frontier(
     ax.grid(alpha=0.3)
     ax.legend(title="method (models)", fontsize=8)
     _title(ax, title, context)
-    return fig
-
-
-# ---- notebooks 08-09: qualitative results (Figures 7 and 8) ---------------------------------------
-def plot_sorted_by_latency(
-    images: Sequence[Any],
-    rel_latency: Sequence[Any],
-    class_names: Sequence[str],
-    context: str = "",
-    title: str = "Figure 7: images sorted by the latency of their architecture (0% = the class mean)",
-) -> Figure:
-    """Figure 7: one row per class, images sorted from the cheapest to the costliest architecture,
-    each captioned with its latency relative to its class mean (``rel_latency``: 0.12 = +12%)."""
-    rows = [(list(imgs), _to_float(rel)) for imgs, rel in zip(images, rel_latency)]
-    n_cols = max(len(r[1]) for r in rows)
-    fig = _figure(max(0.95 * n_cols + 1.3, 6.0), 1.15 * len(rows) + 1.1)
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
-    for axrow, (imgs, rel), name in zip(axes, rows, class_names):
-        order = np.argsort(rel, kind="stable")
-        for j, ax in enumerate(axrow):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(order):
-                ax.set_axis_off()
-                continue
-            ax.imshow(_to_hwc(imgs[order[j]]), interpolation="nearest")
-            ax.set_xlabel(f"{rel[order[j]]:+.0%}", fontsize=8)
-        axrow[0].set_ylabel(str(name), rotation=0, ha="right", va="center", fontsize=9)
-    _title(fig, title, context)
-    return fig
-
-
-def plot_difficulty_vs_latency(
-    difficulty: Any,
-    latency: Any,
-    difficulty_label: str = "difficulty",
-    y_label: str = LATENCY_LABEL,
-    context: str = "",
-    title: str = "Do harder images get costlier architectures?",
-) -> Figure:
-    """Latency of each image's architecture against a difficulty score: box plots per level for
-    a few discrete levels, otherwise a scatter with binned means. Spearman's rho in the title."""
-    from scipy import stats
-
-    d, lat = _to_float(difficulty).ravel(), _to_float(latency).ravel()
-    rho = float(stats.spearmanr(d, lat)[0]) if len(d) > 2 and np.ptp(d) > 0 and np.ptp(lat) > 0 else math.nan
-    fig = _figure(8.0, 4.4)  # wide enough that the three-part title does not wrap into five lines
-    ax = fig.subplots()
-    levels = np.unique(d)
-    if len(levels) <= 12:
-        data = [lat[d == v] for v in levels]
-        ax.boxplot(data, positions=np.arange(len(levels)), widths=0.6, showfliers=False)
-        ax.scatter(np.arange(len(levels)), [x.mean() for x in data], color="tab:red", zorder=3, s=18, label="mean")
-        ax.set_xticks(np.arange(len(levels)), [f"{v:g}\n({(d == v).sum()})" for v in levels])
-        ax.set_xlabel(f"{difficulty_label} (images)")
-    else:
-        ax.scatter(d, lat, s=6, alpha=0.4, color="tab:blue", label="images")
-        edges = np.quantile(d, np.linspace(0, 1, 11))
-        which = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, 9)
-        centers = [d[which == b].mean() for b in range(10) if (which == b).any()]
-        means = [lat[which == b].mean() for b in range(10) if (which == b).any()]
-        ax.plot(centers, means, color="tab:red", marker="o", label="mean per decile")
-        ax.set_xlabel(difficulty_label)
-    ax.set_ylabel(y_label)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _title(ax, f"{title} (Spearman \u03c1 = {rho:.2f})", context)
-    return fig
-
-
-def _cache_umap_kernels() -> None:
-    """Let numba cache the two kernels of UMAP's fuzzy simplicial set on disk.
-
-    umap-learn compiles ``smooth_knn_dist`` and ``compute_membership_strengths`` (parallel numba
-    functions declared without ``cache=True``) in every process: about 5 s per notebook kernel,
-    more than the embedding of a few thousand points takes. Re-declaring them with
-    ``cache=True`` (same options, same Python function; ``fuzzy_simplicial_set`` looks them up
-    as module globals at call time) stores the machine code in ``NUMBA_CACHE_DIR``, so later
-    processes load it in a fraction of a second. Results are unchanged.
-    """
-    import umap.umap_ as uu  # noqa: PLC0415
-    from numba import njit
-    from numba.core.caching import NullCache
-    from numba.core.dispatcher import Dispatcher
-
-    for name in ("smooth_knn_dist", "compute_membership_strengths"):
-        fn = getattr(uu, name, None)
-        if isinstance(fn, Dispatcher) and isinstance(fn._cache, NullCache):  # not cached yet
-            options = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}  # njit implies it
-            setattr(uu, name, njit(cache=True, **options)(fn.py_func))
-
-
-def umap_embed(probs: Any, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:
-    """2-D UMAP embedding (N, 2) of the controller's probability vectors ``probs`` (N, T, K).
-
-    ``random_state=seed`` makes it reproducible (and single-threaded). The exact Euclidean
-    nearest neighbours come from scikit-learn and are handed to UMAP (``precomputed_knn``): the
-    same graph UMAP builds itself for small N, without compiling its parallel numba search
-    (about 25 s per process); above a few thousand points UMAP would approximate them instead.
-    umap-learn is imported here, not at module import, because importing it compiles numba code.
-    """
-    import warnings
-
-    import umap  # noqa: PLC0415
-    from sklearn.neighbors import NearestNeighbors
-
-    _cache_umap_kernels()
-    p = _to_float(probs)
-    p = p.reshape(len(p), -1).astype(np.float32)  # (N, T*K)
-    if len(p) < 4:
-        raise ValueError(f"UMAP needs at least 4 points, got {len(p)}.")
-    k = min(n_neighbors, len(p) - 1)
-    dists, idx = NearestNeighbors(n_neighbors=k).fit(p).kneighbors(p)  # (N, k) each, self first
-    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, random_state=seed, n_jobs=1, precomputed_knn=(idx, dists, None))
-    with warnings.catch_warnings():  # "transform will be unavailable": we only embed these points
-        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
-        return np.asarray(reducer.fit_transform(p), dtype=np.float64)
-
-
-def plot_umap(
-    embedding: Any,
-    latency: Any,
-    boxes_images: Sequence[Sequence[Any]] = (),
-    boxes_indices: Sequence[Sequence[int]] | None = None,
-    box_labels: Sequence[str] | None = None,
-    max_images_per_box: int = 6,
-    context: str = "",
-    title: str = "Figure 8: UMAP of the controller's probability vectors, coloured by latency",
-) -> Figure:
-    """Figure 8: the embedding of every image's probability vector coloured by the latency of its
-    architecture (blue low, red high); each box of ``boxes_images`` shows images that share one
-    architecture, and ``boxes_indices`` rings their points in the box's colour."""
-    emb, lat = _to_float(embedding), _to_float(latency).ravel()
-    n_boxes = len(boxes_images)
-    fig = _figure(6.4 + (3.6 if n_boxes else 0.0), 5.0)
-    if n_boxes:
-        grid = fig.add_gridspec(n_boxes, 2, width_ratios=(1.8, 1.0))
-        ax = fig.add_subplot(grid[:, 0])
-    else:
-        ax = fig.add_subplot()
-    sc = ax.scatter(emb[:, 0], emb[:, 1], c=lat, cmap="coolwarm", norm=Normalize(lat.min(), lat.max()), s=8, alpha=0.85)
-    fig.colorbar(sc, ax=ax, label="latency of the assigned architecture (ms)")
-    ax.set_xlabel("UMAP 1")
-    ax.set_ylabel("UMAP 2")
-    _title(fig if n_boxes else ax, title, context)  # with boxes, the title spans the figure
-    for b in range(n_boxes):
-        color = BOX_COLORS[b % len(BOX_COLORS)]
-        name = box_labels[b] if box_labels is not None else f"architecture {b + 1}"
-        if boxes_indices is not None:
-            idx = np.asarray(boxes_indices[b], dtype=np.int64)
-            ax.scatter(emb[idx, 0], emb[idx, 1], facecolors="none", edgecolors=color, s=40, lw=1.2, label=name)
-        imgs = [_to_hwc(im) for im in list(boxes_images[b])[:max_images_per_box]]
-        bax = fig.add_subplot(grid[b, 1])
-        if imgs:
-            h = max(im.shape[0] for im in imgs)
-            strip = np.concatenate([np.pad(im, ((0, h - im.shape[0]), (0, 1), (0, 0)), constant_values=1.0) for im in imgs], axis=1)
-            bax.imshow(strip, interpolation="nearest")
-        bax.set_xticks([])
-        bax.set_yticks([])
-        bax.set_xlabel(f"{name}: {len(boxes_images[b])} images", fontsize=8)
-        for spine in bax.spines.values():
-            spine.set_edgecolor(color)
-            spine.set_linewidth(2.5)
-        bax.add_patch(Rectangle((0, 0), 1, 1, transform=bax.transAxes, fill=False, ec=color, lw=2.5))
-    if boxes_indices is not None and n_boxes:
-        ax.legend(fontsize=8, loc="best")
     return fig
