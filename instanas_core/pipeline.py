@@ -24,7 +24,7 @@ __all__ = [
     "stage_config",
     "launch_stage",
     "ensure_stage",
-    "ensure_search",
+    "ensure_pretrain_and_search",
     "variant_config",
     "ensure_evaluation",
     "ensure_variant",
@@ -165,7 +165,7 @@ def ensure_stage(
     return summary
 
 
-def ensure_search(cfg: Any, run_dir: str | Path) -> dict:
+def ensure_pretrain_and_search(cfg: Any, run_dir: str | Path) -> dict:
     """Pre-training and search as a later notebook's inputs: loaded when an earlier notebook
     made them (whatever overrides it used), else run with the preset's settings."""
     ensure_stage("pretrain", cfg, run_dir, check_config=False)
@@ -211,7 +211,7 @@ def ensure_variant(cfg: Any, run_dir: str | Path, letter: str, overrides: Sequen
     """Variant ``letter``: fine-tuned (or re-trained, as the preset's ``finetune.mode`` says) in
     ``RUN/finetune-<L>`` and evaluated on the test split in ``RUN/evaluate-<L>``; the search is
     made first if missing. Returns ``{"variant", "finetune", "evaluate", "folder"}``."""
-    ensure_search(cfg, run_dir)
+    ensure_pretrain_and_search(cfg, run_dir)
     vcfg = variant_config(cfg, letter, overrides)
     ft = ensure_stage("finetune", vcfg, run_dir)
     ev = ensure_evaluation(vcfg, run_dir, f"evaluate-{letter}")

@@ -51,7 +51,7 @@ print(f"variants: {', '.join(letters)}; training: {book.stage_config(ctx.cfg, 'f
 # ## The picks (validation split)
 
 # %%
-book.ensure_search(ctx.cfg, ctx.run_dir)
+book.ensure_pretrain_and_search(ctx.cfg, ctx.run_dir)
 picked = book.read_variants(ctx.run_dir)
 assert set(letters) <= set(picked["variants"]) and picked["front"], "every variant comes from the search's front"
 ctx.table(book.variant_pick_rows(picked), "04_variant_picks", latency="estimated",

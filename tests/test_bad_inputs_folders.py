@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,14 +58,14 @@ def _env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """A smoke run folder with pre-training and search done, beside a sibling experiment."""
+def searched(book_smoke_run, tmp_path_factory):
+    """A copy of the smoke book's run folder (pre-training, search, variants, baselines and
+    comparators done), beside a sibling experiment."""
     parent = tmp_path_factory.mktemp("experiments")
     run = parent / "run"
+    shutil.copytree(book_smoke_run[0], run)
     (parent / "sibling").mkdir()
     (parent / "sibling" / "results.txt").write_text(SENTINEL)
-    for name in ("pretrain", "search"):
-        assert main(stage(name, run)) == 0
     return run
 
 
@@ -311,19 +312,25 @@ def test_every_writing_command_keeps_a_sentinel(book_smoke_run, tmp_path, capsys
         ["bench", "routed-latency", "--quick", "--out", str(folder)], capsys
     )
     untouched()
+    # Every stage command over a run folder that holds the sentinel: a copy of the smoke book's run,
+    # whose finished stages resume at once (evaluate runs again), then one stage made again.
+    run = tmp_path / "run"
+    shutil.copytree(book_smoke_run[0], run)
+    (run / "sentinel.txt").write_text(SENTINEL)
     for argv in (
-        stage("pretrain", folder),
-        stage("search", folder),
-        stage("finetune", folder),
-        stage("evaluate", folder),
-        ["baseline", "--model", "mobilenetv2-0.4", "--preset", "smoke", "--run-dir", str(folder), "--quiet"],
-        ["comparator", "--name", "blockdrop", "--preset", "smoke", "--run-dir", str(folder), "--quiet"],
-        stage("pretrain", folder, "--overwrite"),
+        ["pretrain", "--resume"],
+        ["search", "--resume"],
+        ["finetune", "--resume"],
+        ["evaluate"],
+        ["baseline", "--model", "mobilenetv2-1.0", "--resume"],
+        ["comparator", "--name", "blockdrop", "--resume"],
+        ["pretrain", "--overwrite"],
     ):
-        assert main(argv) == 0, argv
+        assert main([*argv, "--run-dir", str(run), "--quiet"]) == 0, argv
+        assert (run / "sentinel.txt").read_text() == SENTINEL
         untouched()
-    run, _ = book_smoke_run
-    assert main(["figures", "--run-dir", str(run), "--out", str(folder), "--force"]) == 0
+    book_run = book_smoke_run[0]
+    assert main(["figures", "--run-dir", str(book_run), "--out", str(folder), "--force"]) == 0
     untouched()
     assert main(["book", "--preset", "smoke", "--run-dir", str(folder), "--only", "00", "--quiet"]) == 0
     untouched()

@@ -47,7 +47,7 @@ def dataset_rows(splits: Mapping[str, Any]) -> list[dict]:
 def split_images(cfg: Any, split: str, indices: Iterable[int]) -> list:
     """Images ``indices`` of the experiment's ``split`` (as the evaluate stage numbered them),
     each (H, W, 3) in [0, 1]."""
-    from ..plots import _dataset_image
+    from ..plots.figures import _dataset_image
     from ..train import build_split
 
     data = build_split(cfg.experiment, split, augment=False)

@@ -43,7 +43,7 @@ from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
 from ..results import ResultRow, append_result
-from ..rundir import RunDirError, load_json, restore_rng_state, save_json
+from ..rundir import RunDirError, load_json, save_json
 from ..train import (
     EpochLoop,
     EpochResult,
@@ -56,6 +56,7 @@ from ..train import (
     make_schedule,
     open_metrics,
     pass_inputs,
+    resume_training,
     run_epochs,
     run_pass,
     training_data,
@@ -169,13 +170,7 @@ def fit(
     statistic or validation loss stops the run before that epoch's checkpoint is written.
     """
     exp = cfg.experiment
-    first = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
-        first = state["epoch"] + 1
+    first = resume_training(state, {"model": model, "optimizer": optimizer, "scheduler": scheduler})
     metrics = open_metrics(dist, out / "metrics.csv", columns, first)
     stepper = loss_fn
     if dist is not None and dist.enabled:

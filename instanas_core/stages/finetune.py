@@ -27,7 +27,7 @@ from ..controller import Controller
 from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..latency import LatencyTable, thread_limit
 from ..policy import greedy_policy
-from ..rundir import RunDirError, load_checkpoint, restore_rng_state, save_json, stage_dir
+from ..rundir import RunDirError, load_checkpoint, save_json, stage_dir
 from ..train import (
     EpochLoop,
     EpochResult,
@@ -44,6 +44,7 @@ from ..train import (
     make_schedule,
     open_metrics,
     pass_inputs,
+    resume_training,
     policy_step,
     run_epochs,
     run_pass,
@@ -154,17 +155,12 @@ def _finetune(
         nesterov=True,
     )
     scheduler = make_schedule(optimizer, finetune_cfg.schedule, finetune_cfg.epochs, steps)
-    first = 0
     if state is not None:
         check_space_hash(
             state, meta_graph.space.space_hash(), f"cannot resume {finetune_cfg.out_dir}: {out / 'last.pt'}"
         )
         check_latency_table_hash(state, lut_path, f"cannot resume {finetune_cfg.out_dir}: {out / 'last.pt'}")
-        meta_graph.load_state_dict(state["meta_graph"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
-        first = state["epoch"] + 1
+    first = resume_training(state, {"meta_graph": meta_graph, "optimizer": optimizer, "scheduler": scheduler})
     metrics = open_metrics(dist, out / "metrics.csv", FINETUNE_COLUMNS, first)
     # Routing skips the modules no sample of a rank chose: ranks use different parameters.
     model = dist.wrap(meta_graph, find_unused_parameters=True)

@@ -23,7 +23,7 @@ from ..config import Config, PretrainConfig, config_to_dict
 from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..latency import thread_limit
 from ..policy import all_ones_policy, drop_path_policy
-from ..rundir import restore_rng_state, save_json
+from ..rundir import save_json
 from ..train import (
     EpochLoop,
     EpochResult,
@@ -36,6 +36,7 @@ from ..train import (
     make_schedule,
     open_metrics,
     pass_inputs,
+    resume_training,
     policy_step,
     run_epochs,
     run_pass,
@@ -119,13 +120,7 @@ def _pretrain(
         pretrain_cfg.nesterov,
     )
     scheduler = make_schedule(optimizer, pretrain_cfg.schedule, pretrain_cfg.epochs, steps)
-    first = 0
-    if state is not None:
-        meta_graph.load_state_dict(state["meta_graph"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
-        first = state["epoch"] + 1
+    first = resume_training(state, {"meta_graph": meta_graph, "optimizer": optimizer, "scheduler": scheduler})
     metrics = open_metrics(dist, out / "metrics.csv", PRETRAIN_COLUMNS, first)
     # Drop-path skips modules per sample: ranks use different parameters in a step.
     model = dist.wrap(meta_graph, find_unused_parameters=True)

@@ -47,7 +47,7 @@ from ..latency import LatencyTable, TimingConfig, thread_limit
 from ..meta_graph import MetaGraph
 from ..policy import encourage, greedy_policy, policy_entropy, policy_log_prob, sample_policy
 from ..reward import RewardBounds, combined_reward, reference_latencies, resolve_bounds
-from ..rundir import RunDirError, load_checkpoint, restore_rng_state, save_json, stage_dir
+from ..rundir import RunDirError, load_checkpoint, save_json, stage_dir
 from ..train import (
     EpochLoop,
     EpochResult,
@@ -64,6 +64,7 @@ from ..train import (
     measure_routed_latency,
     open_metrics,
     pass_inputs,
+    resume_training,
     policy_step,
     run_epochs,
     run_pass,
@@ -304,18 +305,18 @@ def _search(
         search_cfg.graph_momentum,
         nesterov=False,
     )
-    first = 0
     if state is not None:
         check_space_hash(state, meta_graph.space.space_hash(), f"cannot resume the search: {out / 'last.pt'}")
         check_latency_table_hash(state, lut_path, f"cannot resume the search: {out / 'last.pt'}")
-        meta_graph.load_state_dict(state["meta_graph"])
-        controller.load_state_dict(state["controller"])
-        c_opt.load_state_dict(state["controller_optimizer"])
-        c_sched.load_state_dict(state["controller_scheduler"])
-        g_opt.load_state_dict(state["graph_optimizer"])
-        restore_rng_state(state["rng"])
         bounds = RewardBounds(**state["bounds"])
-        first = state["epoch"] + 1
+    parts = {
+        "meta_graph": meta_graph,
+        "controller": controller,
+        "controller_optimizer": c_opt,
+        "controller_scheduler": c_sched,
+        "graph_optimizer": g_opt,
+    }
+    first = resume_training(state, parts)
     metrics = open_metrics(dist, out / "metrics.csv", SEARCH_COLUMNS, first)
 
     def start_files() -> None:

@@ -28,6 +28,7 @@ from .loop import (
     pass_inputs,
     policy_step,
     progress_bar,
+    resume_training,
     run_epochs,
     run_pass,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "pass_inputs",
     "policy_step",
     "progress_bar",
+    "resume_training",
     "run_epochs",
     "run_pass",
     "RESUME_FREE_SETTINGS",

@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import DistContext, on_main, rank_seed
-from ..rundir import MetricsLog, RunDirError, capture_rng_state, epoch_seed, save_checkpoint, seed_everything
+from ..rundir import (
+    MetricsLog,
+    RunDirError,
+    capture_rng_state,
+    epoch_seed,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
 from .data import make_loader, to_device
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "pass_inputs",
     "run_pass",
     "policy_step",
+    "resume_training",
     "EpochResult",
     "EpochLoop",
     "run_epochs",
@@ -220,6 +229,18 @@ def policy_step(
         return len(y), stats
 
     return step
+
+
+def resume_training(state: dict | None, parts: dict) -> int:
+    """Load a resume checkpoint into ``parts`` (``{checkpoint key: module, optimiser or
+    schedule}``) and restore its RNG states; returns the first epoch still to run (0 without a
+    checkpoint)."""
+    if state is None:
+        return 0
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    restore_rng_state(state["rng"])
+    return state["epoch"] + 1
 
 
 # ---- the epoch loop ---------------------------------------------------------------------------
