@@ -23,23 +23,9 @@ import pytest
 from instanas_core import ownership
 from instanas_core.cli import main
 from instanas_core.ownership import MANIFEST_NAME, FolderBusyError, FolderLock, OwnershipError
+from test_bad_inputs import cli_error, stage  # the one-paragraph CLI error helper
 
 SENTINEL = "keep me: written by the user, not by instanas\n"
-
-
-def cli_error(argv: list[str], capsys) -> str:
-    """Run the command line, expect the one-paragraph error, return it."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def stage(name: str, run: Path, *extra: str) -> list[str]:
-    return [name, "--preset", "smoke", "--run-dir", str(run), "--quiet", *extra]
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -19,21 +19,7 @@ from instanas_core.cli import main
 from instanas_core.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, get_preset
 from instanas_core.latency import LatencyTable, LatencyTableError
 from instanas_core.rundir import RunDirError, load_checkpoint, load_json, save_json
-
-
-def cli_error(argv: list[str], capsys) -> str:
-    """Run the command line, expect the one-paragraph error (exit status 2, no traceback)."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def stage(name: str, run: Path, *extra: str) -> list[str]:
-    return [name, "--preset", "smoke", "--run-dir", str(run), "--quiet", *extra]
+from test_bad_inputs import cli_error, stage  # the one-paragraph CLI error helper
 
 
 SHORT = ("--set", "epochs=2", "max_steps_per_epoch=1", "stop_after_epoch=0")
