@@ -45,6 +45,7 @@ __all__ = [
     "claim",
     "open_output_folder",
     "clear_recorded",
+    "delete_listed",
     "FolderLock",
 ]
 
@@ -260,17 +261,17 @@ def clear_recorded(folder: str | os.PathLike) -> list[str]:
     deleted = []
     for sub in reversed(_nested_owned(folder)):  # innermost first: a nested stage's own files
         sub_manifest = read_manifest(sub)
-        deleted += [f"{sub.relative_to(folder).as_posix()}/{r}" for r in _delete_listed(sub, sub_manifest["files"])]
+        deleted += [f"{sub.relative_to(folder).as_posix()}/{r}" for r in delete_listed(sub, sub_manifest["files"])]
         (sub / MANIFEST_NAME).unlink()
         (sub / LOCK_NAME).unlink(missing_ok=True)
         if sub_manifest.get("created_folder") and not any(sub.iterdir()):
             sub.rmdir()
-    deleted += _delete_listed(folder, manifest["files"])
+    deleted += delete_listed(folder, manifest["files"])
     start_manifest(folder, manifest.get("owner", "?"), manifest.get("created_folder", False))
     return deleted
 
 
-def _delete_listed(folder: Path, files: list[str]) -> list[str]:
+def delete_listed(folder: Path, files: list[str]) -> list[str]:
     """Delete ``files`` (relative to ``folder``), then the sub-folders that held them once empty."""
     deleted = []
     for rel in files:

@@ -43,6 +43,7 @@ from .ownership import (
     FolderLock,
     OwnershipError,
     clear_recorded,
+    delete_listed,
     foreign_entries,
     read_manifest,
     record_written,
@@ -140,10 +141,8 @@ class StageFolder:
         manifest = read_manifest(self.out)
         if manifest is None:
             return
-        for rel in manifest["files"]:
-            p = self.out / rel
-            if p.is_file() or p.is_symlink():
-                p.unlink()
+        delete_listed(self.out, manifest["files"])
+        # Folders the stage made before writing into them (search's epochs/) hold nothing now.
         for sub in sorted((p for p in self.out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             if not any(sub.iterdir()):
                 sub.rmdir()
@@ -253,17 +252,15 @@ class MetricsLog:
 
     def _read_lines(self) -> list[list[str]]:
         """Every line of the file as its list of fields; a file that is not CSV text is refused."""
-        try:
-            with self.path.open(newline="", encoding="utf-8") as f:
-                return list(csv.reader(f))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            reason = "its bytes are not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-            raise RunDirError(f"{self.path} is not a metrics table ({reason}). {_METRICS_FIX}") from None
+        return self._read(csv.reader)
 
     def rows(self) -> list[dict]:
+        return self._read(csv.DictReader)
+
+    def _read(self, reader) -> list:
         try:
             with self.path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f))
+                return list(reader(f))
         except (UnicodeDecodeError, csv.Error) as exc:
             reason = "its bytes are not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise RunDirError(f"{self.path} is not a metrics table ({reason}). {_METRICS_FIX}") from None
