@@ -15,6 +15,8 @@ tests. ``instanas bench NAME [--quick] --out DIR``.
   MobileNetV2 1.0 trained with the same budget (``cifar10-cpu`` preset on CIFAR-10 JPEG q75;
   ``--quick``: the smoke preset), accuracy on the test split and batch-1 latency measured in one
   process with one timing method, controller included; the latency reduction at matched accuracy.
+* ``instance-awareness`` -- is the controller instance-aware, against the static front, confidence
+  cascades and random routing (:mod:`instanas_core.bench_awareness`).
 
 ``--device cuda``, ``--precision bf16`` (autocast) and ``--channels-last`` apply to
 ``batched-inference`` and ``train-throughput``; ``benchmarks/gpu/`` holds an H200 run.
@@ -551,7 +553,15 @@ def bench_tradeoff(cfg: BenchConfig, out: Path) -> dict:
     return _write(out, "tradeoff", result, rows)
 
 
+def bench_instance_awareness(cfg: BenchConfig, out: Path) -> dict:
+    """See :mod:`instanas_core.bench_awareness` (imported on use: it trains, the others time)."""
+    from .bench_awareness import bench_instance_awareness as run
+
+    return run(cfg, out)
+
+
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], dict]] = {
+    "instance-awareness": bench_instance_awareness,
     "lut-accuracy": bench_lut_accuracy,
     "routed-latency": bench_routed_latency,
     "batched-inference": bench_batched_inference,
@@ -564,6 +574,7 @@ def run_bench(name: str, cfg: BenchConfig, out_dir: str | Path) -> dict:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}.")
     out = open_output_folder(out_dir, "bench")
-    for suffix in (".json", ".md"):  # refused now, not after minutes of timing, if they are someone else's
+    suffixes = (".json", ".md", ".png") if name == "instance-awareness" else (".json", ".md")
+    for suffix in suffixes:  # refused now, not after minutes of timing, if they are someone else's
         claim(out / f"{name}{suffix}")
     return BENCHMARKS[name](cfg, out)

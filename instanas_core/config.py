@@ -64,6 +64,10 @@ SECTIONS = ("experiment",) + STAGES
 # The variants picked along the search's accuracy/latency front (§3.1 c): A most accurate, E fastest.
 VARIANT_NAMES = ("A", "B", "C", "D", "E")
 _SCHEDULES = ("cosine", "step", "constant")
+# Named options (docs/science-options.md): the first value of each is the paper's method.
+DENSITIES = ("drop-path", "per-sample")
+BASELINES = ("self-critical", "loo")
+REWARDS = ("eq2", "monotone")
 _OTHER_STAGE_FOLDERS = ("profile", "pretrain", "search", "evaluate", "baselines", "comparators")
 
 
@@ -269,14 +273,19 @@ class PretrainConfig:
     drop_max: float = 0.5
     max_steps_per_epoch: int | None = None  # debug / smoke: stop each epoch early
     stop_after_epoch: int | None = None  # debug: stop (as if interrupted) once this epoch is done
+    # ---- named options beyond §3.2 (docs/science-options.md); the defaults are the paper's method
+    density: str = "drop-path"  # drop-path: one rate for every sample | per-sample: rate ~ U(0, 2 x rate)
+    sandwich: bool = False  # every step also trains the largest and the cheapest path (BigNAS, once-for-all)
+    recalibrate_bn: int = 0  # training batches that re-estimate BatchNorm before validation (0: off)
 
     def __post_init__(self) -> None:
         _types(self)
         _positive(self, "epochs", "batch_size", "lr")
-        _non_negative(self, "momentum", "weight_decay")
+        _non_negative(self, "momentum", "weight_decay", "recalibrate_bn")
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _check(0.0 <= self.drop_start <= 1.0, f"drop_start must lie in [0, 1], got {self.drop_start}.")
         _check(0.0 <= self.drop_max < 1.0, f"drop_max must lie in [0, 1), got {self.drop_max}.")
+        _check(_one_of(self.density, DENSITIES), _choices("pretrain.density", self.density, DENSITIES))
         _optional_positive(self, "max_steps_per_epoch")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
         _finite(self)
@@ -335,11 +344,55 @@ class SearchConfig:
     measure_blocks: int = 2
     max_steps_per_epoch: int | None = None
     stop_after_epoch: int | None = None
+    # ---- named options beyond §3.3 (docs/science-options.md); the defaults are the paper's method
+    baseline: str = "self-critical"  # self-critical: R(greedy) (Eq. 1) | loo: leave-one-out over `samples` draws
+    samples: int = 1  # policies drawn per image in a controller step
+    bound_schedule: str = "epoch"  # epoch: U_t moves once per epoch (§3.3) | step: once per controller step
+    bound_end_share: float = 1.0  # U_t reaches its end value after this share of the schedule, then holds
+    reward: str = "eq2"  # eq2: quadratic window (Eq. 2) | monotone: linear latency cost, see reward.py
+    latency_weight: float = 1.0  # monotone: the cost at z = U_t, in units of reward_correct
+    sharpen_share: float = 0.0  # last share of the controller steps: entropy bonus -> -sharpen_weight, alpha -> 1
+    sharpen_weight: float = 0.1
+    recalibrate_bn: int = 0  # training batches re-estimating BatchNorm for the controller's policies (0: off)
+    controller_input: str = "image"  # image | shuffled: a control that sees another image of the batch
 
     def __post_init__(self) -> None:
         _types(self)
         _positive(self, "epochs", "batch_size", "controller_lr", "graph_lr", "measure_min_run_time", "measure_blocks")
         _non_negative(self, "controller_weight_decay", "graph_momentum", "graph_weight_decay", "measure_samples")
+        _non_negative(self, "latency_weight", "sharpen_weight", "recalibrate_bn")
+        _check(_one_of(self.baseline, BASELINES), _choices("search.baseline", self.baseline, BASELINES))
+        _check(
+            _one_of(self.bound_schedule, ("epoch", "step")),
+            _choices("search.bound_schedule", self.bound_schedule, ("epoch", "step")),
+        )
+        _check(_one_of(self.reward, REWARDS), _choices("search.reward", self.reward, REWARDS))
+        _check(
+            _one_of(self.controller_input, ("image", "shuffled")),
+            _choices("search.controller_input", self.controller_input, ("image", "shuffled")),
+        )
+        _check(
+            self.samples >= (2 if self.baseline == "loo" else 1),
+            f"search.samples must be at least {2 if self.baseline == 'loo' else 1} with search.baseline="
+            f"{self.baseline!r} (a leave-one-out baseline needs another draw of the same image), got {self.samples}; "
+            "valid: 2 to 64 for loo, 1 to 64 otherwise.",
+        )
+        _check(self.samples <= 64, f"search.samples must be at most 64 (each draw is a forward), got {self.samples}.")
+        _check(
+            0.0 < self.bound_end_share <= 1.0,
+            f"search.bound_end_share must lie in (0, 1]: the share of the schedule over which U_t falls; "
+            f"{self.bound_end_share!r} leaves no window to fall in.",
+        )
+        _check(
+            0.0 <= self.sharpen_share < 1.0,
+            f"search.sharpen_share must lie in [0, 1): the last share of the search that sharpens the policy; "
+            f"{self.sharpen_share!r} leaves no step for the reward.",
+        )
+        _check(
+            self.reward != "monotone" or self.reward_wrong < 0,
+            f"search.reward='monotone' needs a negative search.reward_wrong (a wrong answer must cost more than "
+            f"any latency saves), got {self.reward_wrong}; try search.reward_wrong=-30.",
+        )
         _check(0.0 <= self.alpha <= 1.0, f"alpha must lie in [0, 1], got {self.alpha}.")
         _check(self.reward_correct > 0, f"reward_correct must be positive (Eq. 2), got {self.reward_correct}.")
         _check(
@@ -574,6 +627,14 @@ class ComparatorConfig:
         _optional_positive(self, "max_steps_per_epoch", "oneshot_eval_batches")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
         _finite(self)
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> bool:
+    return value in choices
+
+
+def _choices(setting: str, value: str, choices: tuple[str, ...]) -> str:
+    return f"unknown {setting} {value!r}; valid values: {', '.join(choices)} (the first is the paper's)."
 
 
 def _valid_variant(v: str) -> bool:

@@ -8,6 +8,7 @@ side by side, so that a new preset is one function and one decorator here.
 * ``cifar10-cpu`` -- CIFAR-10 (JPEG q75), width 0.5, 24-channel stage at stride 2, 300 training
   and 100 validation/test images per class (3,000 / 1,000 / 1,000), 15/15/8 epochs: a
   reduced-scale run for the notebook book on 2 cores, *not* the paper's scale;
+* ``difficulty-cpu`` -- synthetic-difficulty at width 0.25 for ``instanas bench instance-awareness``;
 * ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet`` -- the paper's settings (§4.2 and the
   original code's published commands; fields the paper does not state follow the original code
   and are marked as such in :mod:`instanas_core.config`).
@@ -15,6 +16,7 @@ side by side, so that a new preset is one function and one decorator here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Callable
@@ -33,7 +35,7 @@ from .config import (
     baseline_like_retrain,
 )
 
-__all__ = ["BookSettings", "PRESETS", "get_preset", "book_settings"]
+__all__ = ["BookSettings", "PRESETS", "INSTANCE_AWARE_OPTIONS", "get_preset", "book_settings"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,38 @@ def _cifar10_cpu() -> Config:
         dataset="cifar10-jpeg", width_mult=0.5, stage24_stride=2, train_per_class=300, eval_per_class=100, threads=1
     )
     return _cpu_scale("cifar10-cpu", experiment, epochs=15, finetune_epochs=8, measure_samples=32)
+
+
+# ---- instance-awareness (issue 15): the named options that make the controller instance-aware ----
+# Each is a named option of config.py with its reason in docs/science-options.md; the paper presets
+# leave them all off. `instanas bench instance-awareness` compares a run with them to one without.
+INSTANCE_AWARE_OPTIONS: tuple[str, ...] = (
+    "pretrain.density=per-sample",  # every density trained, down to the cheapest path
+    "pretrain.sandwich=true",  # ... and the largest and cheapest path every step
+    "pretrain.recalibrate_bn=8",
+    "search.baseline=loo",  # a baseline that fits sampling: leave-one-out over 4 draws per image
+    "search.samples=4",
+    "search.bound_schedule=step",  # U_t moves per controller step, and holds for the last 30%
+    "search.bound_end_share=0.7",
+    "search.reward=monotone",  # every millisecond costs, a wrong answer costs more
+    "search.reward_wrong=-30",
+    "search.latency_weight=0.2",
+    "search.sharpen_share=0.2",  # the last 20% sharpen the policy, so greedy decoding matches samples
+    "search.sharpen_weight=0.05",
+    "search.recalibrate_bn=8",  # BatchNorm re-estimated for the policies judged
+)
+
+
+@_preset("difficulty-cpu", BookSettings(check_children=40, variants=("C",), baselines=(), difficulty_size=3000))
+def _difficulty_cpu() -> Config:
+    # synthetic-difficulty (3,000 images per split, 1,000 validation and test), width 0.25, the
+    # 24-channel stage at stride 2, two intra-op threads: the scale of `instanas bench
+    # instance-awareness` on 2 cores. The paper's method; INSTANCE_AWARE_OPTIONS add the options.
+    experiment = ExperimentConfig(
+        dataset="synthetic-difficulty", width_mult=0.25, stage24_stride=2, data_size=3000, eval_per_class=100, threads=2
+    )
+    cfg = _cpu_scale("difficulty-cpu", experiment, epochs=8, finetune_epochs=4, measure_samples=16)
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, epochs=10))
 
 
 # ---- the paper's presets ------------------------------------------------------------------------

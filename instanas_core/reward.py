@@ -34,6 +34,8 @@ __all__ = [
     "latency_reward",
     "task_reward",
     "combined_reward",
+    "monotone_reward",
+    "schedule_fraction",
     "dynamic_bound",
     "RewardBounds",
     "reference_latencies",
@@ -75,6 +77,37 @@ def combined_reward(
     return torch.where(r_t > 0, r_t * r_a, r_t)
 
 
+def monotone_reward(
+    correct: torch.Tensor,
+    latency_ms: torch.Tensor,
+    upper: float,
+    lower: float,
+    reward_correct: float = 30.0,
+    reward_wrong: float = -30.0,
+    latency_weight: float = 1.0,
+) -> torch.Tensor:
+    """The named option ``search.reward="monotone"`` (not the paper's Eq. 2): a per-image cost that
+    grows with latency everywhere, ``R = R_T - latency_weight * reward_correct * (z - L_t) / (U_t - L_t)``
+    with ``R_T = reward_correct`` or ``reward_wrong < 0``. Eq. 2 pays nothing beyond ``U_t`` and,
+    with ``reward_wrong = 0``, as little for a wrong answer as for a slow one, so giving up on hard
+    images costs nothing; here a wrong answer costs ``reward_correct - reward_wrong`` and every
+    millisecond costs the same, so extra modules pay only where they buy correctness. ``U_t`` still
+    sets the scale: a policy at ``U_t`` pays ``latency_weight * reward_correct``. (B,) -> (B,)."""
+    if not upper > lower:
+        raise ValueError(f"the latency cost needs U > L, got U={upper} and L={lower}.")
+    r_t = task_reward(correct, reward_correct, reward_wrong).to(latency_ms.dtype)
+    return r_t - latency_weight * reward_correct * (latency_ms - lower) / (upper - lower)
+
+
+def schedule_fraction(epoch: int, epochs: int, step: int = 0, steps: int = 1, per_step: bool = False) -> float:
+    """How far the search is through its schedule, in [0, 1]: ``epoch / (epochs - 1)`` (the
+    paper's per-epoch schedule) or, with ``per_step``, ``(epoch * steps + step) / (epochs * steps - 1)``."""
+    if per_step:
+        total = epochs * steps - 1
+        return min(1.0, (epoch * steps + step) / total) if total > 0 else 1.0
+    return epoch / (epochs - 1) if epochs > 1 else 1.0
+
+
 def dynamic_bound(epoch: int, epochs: int, start: float, end: float) -> float:
     """Linear from ``start`` at epoch 0 to ``end`` at the last epoch (``epochs - 1``)."""
     if epochs < 1 or not 0 <= epoch < epochs:
@@ -91,6 +124,15 @@ class RewardBounds:
     upper_end: float
     lower_start: float
     lower_end: float
+
+    def at_fraction(self, fraction: float, end_share: float = 1.0) -> tuple[float, float]:
+        """(U_t, L_t) once ``fraction`` of the schedule has passed (:func:`schedule_fraction`); with
+        ``end_share < 1`` the bounds reach their end values at that share and then hold."""
+        f = min(1.0, fraction / end_share)
+        return (
+            self.upper_start + (self.upper_end - self.upper_start) * f,
+            self.lower_start + (self.lower_end - self.lower_start) * f,
+        )
 
     def at(self, epoch: int, epochs: int) -> tuple[float, float]:
         """(U_t, L_t) at ``epoch``."""

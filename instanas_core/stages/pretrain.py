@@ -6,6 +6,18 @@ meta-graph's ``subset`` execution). The rate is 0 for the first ``drop_start`` s
 epochs and then rises linearly to ``drop_max`` (50%) at the last epoch; the loss is the task loss
 (cross-entropy) only. Validation uses the all-modules path, like the original code.
 
+Named options (docs/science-options.md; off by default, the paper's method):
+
+* ``density="per-sample"`` -- each sample draws its own rate ``~ U(0, 2 x rate_t)`` (clipped to
+  1), so the mean rate follows §3.2's schedule but every density down to the cheapest path is
+  trained; one batch-wide Bernoulli rate leaves sparse children (the end of the search's reward
+  window) at chance;
+* ``sandwich=True`` -- each step also trains the largest (all modules) and the cheapest path (the
+  fewest multiply-accumulates per cell), the sandwich rule of BigNAS / once-for-all; the three
+  losses are averaged, so the learning rate keeps its meaning;
+* ``recalibrate_bn=N`` -- validation re-estimates BatchNorm for the all-modules path on N
+  training batches first (on a copy: the checkpoint keeps the training statistics).
+
 ``run_pretrain(cfg, run_dir)`` writes ``RUN/pretrain/`` (see :mod:`instanas_core.rundir`). Under
 torchrun the meta-graph trains in DistributedDataParallel, each rank on its share of the global
 batch with its own drop-path draws (:mod:`instanas_core.distributed`).
@@ -13,6 +25,7 @@ batch with its own drop-path draws (:mod:`instanas_core.distributed`).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -21,8 +34,10 @@ import torch
 
 from ..config import Config, PretrainConfig, config_to_dict
 from ..distributed import DistContext, distributed_session, on_main, unwrap
+from ..flops import count_macs
 from ..latency import thread_limit
-from ..policy import all_ones_policy, drop_path_policy
+from ..meta_graph import MetaGraph
+from ..policy import all_ones_policy, drop_path_policy, enforce_at_least_one
 from ..rundir import save_json
 from ..train import (
     EpochLoop,
@@ -36,6 +51,7 @@ from ..train import (
     make_schedule,
     open_metrics,
     pass_inputs,
+    recalibrate_batchnorm,
     resume_training,
     policy_step,
     run_epochs,
@@ -43,7 +59,16 @@ from ..train import (
     training_data,
 )
 
-__all__ = ["PRETRAIN_COLUMNS", "drop_rate_at", "pretrain_step", "run_pretrain", "format_pretrain_summary"]
+__all__ = [
+    "PRETRAIN_COLUMNS",
+    "drop_rate_at",
+    "per_sample_drop_policy",
+    "cheapest_macs_policy",
+    "pretrain_policies",
+    "pretrain_step",
+    "run_pretrain",
+    "format_pretrain_summary",
+]
 
 PRETRAIN_COLUMNS = (
     "epoch",
@@ -68,6 +93,47 @@ def drop_rate_at(epoch: int, epochs: int, drop_start: float = 0.5, drop_max: flo
     return float(drop_max * (epoch - flat + 1) / rising)
 
 
+def per_sample_drop_policy(
+    meta_graph, batch_size: int, drop_rate: float, generator: torch.Generator, device=None
+) -> torch.Tensor:
+    """The ``per-sample`` density option: sample ``i`` drops each module with its own rate
+    ``r_i ~ U(0, min(1, 2 x drop_rate))``, at least one module kept where a cell must run one. (B, T, K)."""
+    space = meta_graph.space
+    rates = torch.rand(batch_size, 1, 1, generator=generator) * min(1.0, 2.0 * drop_rate)  # (B, 1, 1)
+    u = torch.rand(batch_size, space.num_cells, space.num_modules, generator=generator)
+    policy = enforce_at_least_one((u >= rates).float(), space)
+    return policy.to(device) if device is not None else policy
+
+
+def cheapest_macs_policy(meta_graph: MetaGraph) -> torch.Tensor:
+    """The cheapest valid path without a latency table: each cell that must run a module runs the
+    one with the fewest multiply-accumulates at its input shape; the others run nothing. (T, K)."""
+    space = meta_graph.space
+    policy = torch.zeros(space.num_cells, space.num_modules)
+    for t, cell in enumerate(meta_graph.cells):
+        if cell.spec.requires_module:
+            shape = (1, cell.spec.in_channels, cell.spec.in_size, cell.spec.in_size)
+            macs = [count_macs(branch, shape) for branch in cell.branches]
+            policy[t, macs.index(min(macs))] = 1.0
+    return policy
+
+
+def pretrain_policies(
+    meta_graph: MetaGraph, batch_size: int, drop_rate: float, cfg: PretrainConfig, generator: torch.Generator, device
+) -> list[torch.Tensor]:
+    """The policies one pre-training step trains, each (B, T, K): the drop-path draw (§3.2, or
+    the per-sample option) and, with the sandwich rule, the largest and the cheapest path."""
+    if cfg.density == "per-sample":
+        draw = per_sample_drop_policy(meta_graph, batch_size, drop_rate, generator, device)
+    else:  # Each module dropped with the epoch's rate, at least one kept where a cell must run one.
+        draw = drop_path_policy(meta_graph, batch_size, drop_rate, generator, device)
+    if not cfg.sandwich:
+        return [draw]
+    largest = all_ones_policy(meta_graph, batch_size, device)
+    cheapest = cheapest_macs_policy(meta_graph).to(device).expand(batch_size, -1, -1)
+    return [largest, cheapest, draw]
+
+
 def pretrain_step(
     model,
     optimizer: torch.optim.Optimizer,
@@ -76,15 +142,17 @@ def pretrain_step(
     generator: torch.Generator,
     dist: DistContext | None = None,
     execution: str = "subset",
+    cfg: PretrainConfig | None = None,
 ) -> StepFn:
-    """The step of drop-path pre-training (§3.2) for :func:`~instanas_core.train.run_pass`.
-    ``model`` is the meta-graph, possibly wrapped in DistributedDataParallel; the caller puts it
-    in train mode. A non-finite loss raises before its update."""
+    """The step of drop-path pre-training (§3.2) for :func:`~instanas_core.train.run_pass`, with
+    the named options of ``cfg`` (:func:`pretrain_policies`). ``model`` is the meta-graph,
+    possibly wrapped in DistributedDataParallel; the caller puts it in train mode. A non-finite
+    loss raises before its update."""
     meta_graph = unwrap(model)
+    cfg = cfg or PretrainConfig()
 
-    def policies(x: torch.Tensor) -> torch.Tensor:
-        # Each module dropped with the epoch's rate, at least one kept where a cell must run one.
-        return drop_path_policy(meta_graph, x.shape[0], drop_rate, generator, x.device)  # (B, T, K)
+    def policies(x: torch.Tensor) -> list[torch.Tensor]:
+        return pretrain_policies(meta_graph, x.shape[0], drop_rate, cfg, generator, x.device)
 
     return policy_step(model, policies, optimizer, scheduler, None, dist, execution)
 
@@ -132,7 +200,7 @@ def _pretrain(
         rate = drop_rate_at(epoch, pretrain_cfg.epochs, pretrain_cfg.drop_start, pretrain_cfg.drop_max)
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        step = pretrain_step(model, optimizer, scheduler, rate, inputs.generator, dist, exp.execution)
+        step = pretrain_step(model, optimizer, scheduler, rate, inputs.generator, dist, exp.execution, pretrain_cfg)
         tr = run_pass(
             step,
             inputs.loader,
@@ -144,9 +212,22 @@ def _pretrain(
             dist,
         )
         dist.sync_buffers(meta_graph)
-        # ---- validate the all-modules path, as the original code did
+        # ---- validate the all-modules path, as the original code did (optionally recalibrated)
+        judged = meta_graph
+        if pretrain_cfg.recalibrate_bn:
+            judged = copy.deepcopy(meta_graph)
+            calib = pass_inputs(exp, "pretrain", epoch, 1, train_set, pretrain_cfg.batch_size, device, None)
+            recalibrate_batchnorm(
+                judged,
+                calib.loader,
+                lambda x: all_modules.to(x.device).expand(x.shape[0], -1, -1),
+                pretrain_cfg.recalibrate_bn,
+                device,
+                exp.use_channels_last,
+                exp.execution,
+            )
         val = infer(
-            meta_graph,
+            judged,
             val_loader,
             device,
             ("image", "label"),

@@ -35,6 +35,7 @@ changed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -46,7 +47,14 @@ from ..distributed import DistContext, distributed_session, on_main, unwrap
 from ..latency import LatencyTable, TimingConfig, thread_limit
 from ..meta_graph import MetaGraph
 from ..policy import encourage, greedy_policy, policy_entropy, policy_log_prob, sample_policy
-from ..reward import RewardBounds, combined_reward, reference_latencies, resolve_bounds
+from ..reward import (
+    RewardBounds,
+    combined_reward,
+    monotone_reward,
+    reference_latencies,
+    resolve_bounds,
+    schedule_fraction,
+)
 from ..rundir import RunDirError, load_checkpoint, save_json, stage_dir
 from ..train import (
     EpochLoop,
@@ -64,6 +72,7 @@ from ..train import (
     measure_routed_latency,
     open_metrics,
     pass_inputs,
+    recalibrate_batchnorm,
     resume_training,
     policy_step,
     run_epochs,
@@ -97,6 +106,7 @@ SEARCH_COLUMNS = (
     "ctrl_sampled_accuracy",
     "ctrl_greedy_accuracy",
     "ctrl_latency_ms",
+    "ctrl_greedy_latency_ms",
     "ctrl_entropy",
     "ctrl_loss",
     "graph_loss",
@@ -128,12 +138,70 @@ def controller_loss(
     return loss, entropy.mean().detach()
 
 
+@dataclasses.dataclass(frozen=True)
+class ControllerSchedule:
+    """What moves during the search (§3.3 and the named options): the reward bounds ``(U_t, L_t)``,
+    and, in the sharpening phase (``search.sharpen_share``), the encouragement and the entropy
+    term. ``at(epoch, step)`` gives them for controller step ``step`` of ``epoch``."""
+
+    bounds: RewardBounds
+    cfg: SearchConfig
+    steps: int  # controller steps per epoch
+
+    def fraction(self, epoch: int, step: int) -> float:
+        return schedule_fraction(epoch, self.cfg.epochs, step, self.steps, self.cfg.bound_schedule == "step")
+
+    def at(self, epoch: int, step: int) -> tuple[float, float, float, float]:
+        """(U_t, L_t, alpha, entropy_bonus)."""
+        cfg = self.cfg
+        upper, lower = self.bounds.at_fraction(self.fraction(epoch, step), cfg.bound_end_share)
+        alpha, entropy = cfg.alpha, cfg.entropy_bonus
+        if cfg.sharpen_share > 0:
+            # Sharpening moves per controller step whatever the bound schedule.
+            done = schedule_fraction(epoch, cfg.epochs, step, self.steps, per_step=True)
+            s = min(1.0, max(0.0, (done - (1.0 - cfg.sharpen_share)) / cfg.sharpen_share))
+            alpha = alpha + (1.0 - alpha) * s
+            entropy = entropy + (-cfg.sharpen_weight - entropy) * s
+        return upper, lower, alpha, entropy
+
+
+def search_reward(correct: torch.Tensor, latency: torch.Tensor, upper: float, lower: float, cfg: SearchConfig):
+    """The controller's reward per sample: Eq. 2 (``search.reward="eq2"``) or the monotone option."""
+    if cfg.reward == "monotone":
+        return monotone_reward(correct, latency, upper, lower, cfg.reward_correct, cfg.reward_wrong, cfg.latency_weight)
+    return combined_reward(correct, latency, upper, lower, cfg.reward_correct, cfg.reward_wrong)
+
+
+def leave_one_out_advantage(reward: torch.Tensor) -> torch.Tensor:
+    """``R_k - mean_{j != k} R_j`` over the K draws of each image (RLOO, Kool et al. 2019): an
+    unbiased baseline from the sampled policies themselves. reward (K, B) -> (K, B); K >= 2."""
+    k = reward.shape[0]
+    return reward - (reward.sum(0, keepdim=True) - reward) / (k - 1)
+
+
+def controller_inputs(x: torch.Tensor, cfg: SearchConfig, generator: torch.Generator) -> torch.Tensor:
+    """What the controller sees: the image itself, or, for the ``controller_input="shuffled"``
+    control, another image of the same batch (so it cannot route by the image it serves)."""
+    if cfg.controller_input == "shuffled":
+        return x[torch.randperm(x.shape[0], generator=generator).to(x.device)]
+    return x
+
+
+def controller_view(cfg: SearchConfig, seed: int = 0):
+    """For inference (:func:`~instanas_core.train.infer`): None for the paper's controller, or the
+    shuffled control's view, a fixed-seed permutation of each batch."""
+    if cfg.controller_input != "shuffled":
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return lambda x: controller_inputs(x, cfg, generator)
+
+
 def controller_step(
     controller,
     meta_graph: MetaGraph,
     optimizer: torch.optim.Optimizer,
     table: LatencyTable,
-    bounds: tuple[float, float],
+    schedule,
     search_cfg: SearchConfig,
     generator: torch.Generator,
     dist: DistContext | None = None,
@@ -141,39 +209,55 @@ def controller_step(
 ) -> StepFn:
     """The step of a controller epoch (§3.3, Eq. 1-2) for :func:`~instanas_core.train.run_pass`,
     with the meta-graph fixed (the caller puts it in eval mode and the controller, possibly in
-    DDP, in train mode). A non-finite loss or reward raises before its update."""
-    upper, lower = bounds
+    DDP, in train mode). ``schedule(i)`` gives ``(U_t, L_t, alpha, entropy_bonus)`` at step ``i``
+    (a fixed tuple is the paper's per-epoch schedule). A non-finite loss or reward raises before
+    its update. Each image draws ``search.samples`` policies; the advantage is ``R - R(greedy)``
+    (self-critical, the paper's) or leave-one-out over the draws (``search.baseline="loo"``)."""
     meta_graph = unwrap(meta_graph)
+    k = search_cfg.samples
+    loo = search_cfg.baseline == "loo"
 
     def step(i: int, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
         b = x.shape[0]
-        # ---- policies: a Bernoulli sample of the encouraged probabilities, and the greedy baseline
-        probs = controller(x)  # (B, T, K)
-        sampled = sample_policy(probs, meta_graph, search_cfg.alpha, generator)
+        upper, lower, alpha, entropy_bonus = schedule(i) if callable(schedule) else schedule
+        # ---- policies: K Bernoulli draws of the encouraged probabilities per image, and the greedy one
+        probs = controller(controller_inputs(x, search_cfg, generator))  # (B, T, K)
+        probs_k = probs.repeat(k, 1, 1) if k > 1 else probs  # (k*B, T, K): draw j of image n at j*B + n
+        sampled = sample_policy(probs_k, meta_graph, alpha, generator)
         greedy = greedy_policy(probs, meta_graph)  # (B, T, K): the self-critical baseline
-        # ---- reward (Eq. 2): one forward for both policies; eval-mode BatchNorm keeps samples independent
+        # ---- reward (Eq. 2 or the option): one forward; eval-mode BatchNorm keeps samples independent
+        run = sampled.policy if loo else torch.cat([sampled.policy, greedy])  # (R, T, K)
         with torch.no_grad():
-            logits = meta_graph(torch.cat([x, x]), torch.cat([sampled.policy, greedy]), execution)  # (2B, classes)
-            correct = logits.argmax(1) == torch.cat([y, y])  # (2B,)
-            latency = table.estimate(torch.cat([sampled.policy, greedy])).to(x.device)  # (2B,)
-            reward = combined_reward(correct, latency, upper, lower, search_cfg.reward_correct, search_cfg.reward_wrong)
-        # ---- policy gradient (Eq. 1) with the self-critical advantage
-        advantage = reward[:b] - reward[b:]  # (B,)
-        loss, entropy = controller_loss(probs, sampled.actions, advantage, search_cfg.alpha, search_cfg.entropy_bonus)
-        stats = {"reward": reward[:b].mean().item(), "greedy_reward": reward[b:].mean().item(), "loss": loss.item()}
-        check_finite(dist, "controller", i, **stats)
+            xs, ys = x.repeat(run.shape[0] // b, 1, 1, 1), y.repeat(run.shape[0] // b)
+            correct = meta_graph(xs, run, execution).argmax(1) == ys  # (R,)
+            latency = table.estimate(run).to(x.device)  # (R,)
+            reward = search_reward(correct, latency, upper, lower, search_cfg)
+            greedy_latency = table.estimate(greedy).to(x.device) if loo else latency[k * b :]  # (B,)
+        # ---- policy gradient (Eq. 1) with the chosen baseline
+        n = k * b
+        if loo:
+            advantage = leave_one_out_advantage(reward.view(k, b)).reshape(n)  # (k*B,)
+        else:
+            advantage = reward[:n] - reward[n:].repeat(k)  # (k*B,)
+        loss, entropy = controller_loss(probs_k, sampled.actions, advantage, alpha, entropy_bonus)
+        nan = float("nan")
+        stats = {"reward": reward[:n].mean().item(), "greedy_reward": nan, "loss": loss.item()}
+        if loo:
+            check_finite(dist, "controller", i, reward=stats["reward"], loss=stats["loss"])
+        else:
+            stats["greedy_reward"] = reward[n:].mean().item()
+            check_finite(dist, "controller", i, **stats)
         # ---- update the controller
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return b, {
-            "reward": stats["reward"],
-            "greedy_reward": stats["greedy_reward"],
-            "accuracy": correct[:b].float().mean().item(),
-            "greedy_accuracy": correct[b:].float().mean().item(),
-            "latency": latency[:b].mean().item(),
+            **stats,
+            "accuracy": correct[:n].float().mean().item(),
+            "greedy_accuracy": nan if loo else correct[n:].float().mean().item(),
+            "latency": latency[:n].mean().item(),
+            "greedy_latency": greedy_latency.mean().item(),
             "entropy": entropy.item(),
-            "loss": stats["loss"],
         }
 
     return step
@@ -188,17 +272,21 @@ def meta_graph_step(
     generator: torch.Generator,
     dist: DistContext | None = None,
     execution: str = "subset",
+    alpha: float | None = None,
 ) -> StepFn:
     """The step of a meta-graph epoch (§3.3) for :func:`~instanas_core.train.run_pass`, with the
     controller fixed: sampled policies, shuffled within the batch ("policy random shuffling";
     under torchrun within each rank's share), task loss only. ``model`` is the meta-graph,
     possibly in DDP; the caller sets train mode on it and eval mode on the controller."""
     meta_graph, controller = unwrap(model), unwrap(controller)
+    alpha = search_cfg.alpha if alpha is None else alpha  # the schedule's, while sharpening
 
     def policies(x: torch.Tensor) -> torch.Tensor:
         # The controller's samples, re-paired with the images of the batch.
         with torch.no_grad():
-            policy = sample_policy(controller(x), meta_graph, search_cfg.alpha, generator).policy  # (B, T, K)
+            policy = sample_policy(
+                controller(controller_inputs(x, search_cfg, generator)), meta_graph, alpha, generator
+            ).policy
         if search_cfg.policy_shuffle:
             perm = torch.randperm(x.shape[0], generator=generator).to(policy.device)
             policy = policy[perm]
@@ -221,11 +309,18 @@ def validate(
     """Greedy policies on the validation split: accuracy, table latency, reward, diversity (with
     ``dist``, over all ranks' shards)."""
     res = infer(
-        meta_graph, loader, device, ("image", "label"), controller=controller, channels_last=channels_last, dist=dist
+        meta_graph,
+        loader,
+        device,
+        ("image", "label"),
+        controller=controller,
+        channels_last=channels_last,
+        dist=dist,
+        controller_view=controller_view(search_cfg),
     )
     correct = res["pred"] == res["label"]
     latency = table.estimate(res["policy"].float())  # (N,)
-    reward = combined_reward(correct, latency, bounds[0], bounds[1], search_cfg.reward_correct, search_cfg.reward_wrong)
+    reward = search_reward(correct, latency, bounds[0], bounds[1], search_cfg)
     flat = res["policy"].reshape(len(correct), -1)
     stats = {
         "val_accuracy": float(correct.float().mean()),
@@ -336,11 +431,30 @@ def _search(
     measure_idx = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(exp.seed))[:n_measure]
     timing = TimingConfig(min_run_time=search_cfg.measure_min_run_time, blocks=search_cfg.measure_blocks, warmup=1)
 
+    schedule = ControllerSchedule(bounds, search_cfg, steps)
+
+    def recalibrate(epoch: int, phase: int, policies) -> None:
+        # The named option search.recalibrate_bn: BatchNorm statistics for the policies judged next.
+        if search_cfg.recalibrate_bn:
+            calib = pass_inputs(exp, "search", epoch, phase, train_set, search_cfg.batch_size, device, None)
+            with torch.no_grad():
+                recalibrate_batchnorm(
+                    meta_graph,
+                    calib.loader,
+                    lambda x: policies(controller(controller_inputs(x, search_cfg, calib.generator)), calib.generator),
+                    search_cfg.recalibrate_bn,
+                    device,
+                    exp.use_channels_last,
+                    exp.execution,
+                )
+
     def epoch_fn(epoch: int) -> EpochResult:
-        upper, lower = bounds.at(epoch, search_cfg.epochs)
+        upper, lower, alpha, _ = schedule.at(epoch, steps - 1)  # logged: the values at the epoch's last step
         c_lr, g_lr = c_opt.param_groups[0]["lr"], g_opt.param_groups[0]["lr"]
         desc = f"search {epoch + 1}/{search_cfg.epochs}"
         # ---- controller epoch (meta-graph fixed, eval mode)
+        controller.eval()
+        recalibrate(epoch, 2, lambda p, g: sample_policy(p, meta_graph, alpha, g).policy)
         inputs = pass_inputs(exp, "search", epoch, 0, train_set, search_cfg.batch_size, device, dist)
         meta_graph.eval()
         controller_model.train()
@@ -349,7 +463,7 @@ def _search(
             meta_graph,
             c_opt,
             table,
-            (upper, lower),
+            lambda i: schedule.at(epoch, i),
             search_cfg,
             inputs.generator,
             dist,
@@ -375,7 +489,7 @@ def _search(
             controller.eval()
             graph_model.train()
             step = meta_graph_step(
-                graph_model, controller, g_opt, table, search_cfg, inputs.generator, dist, exp.execution
+                graph_model, controller, g_opt, table, search_cfg, inputs.generator, dist, exp.execution, alpha
             )
             graph_stats = run_pass(
                 step,
@@ -390,6 +504,8 @@ def _search(
             )
             dist.sync_buffers(meta_graph)
         # ---- validation (greedy policies; the validation split, never the test split)
+        controller.eval()
+        recalibrate(epoch, 3, lambda p, g: greedy_policy(p, meta_graph))
         val, res = validate(
             meta_graph, controller, val_loader, device, table, (upper, lower), search_cfg, exp.use_channels_last, dist
         )
@@ -412,6 +528,7 @@ def _search(
             "ctrl_sampled_accuracy": ctrl["accuracy"],
             "ctrl_greedy_accuracy": ctrl["greedy_accuracy"],
             "ctrl_latency_ms": ctrl["latency"],
+            "ctrl_greedy_latency_ms": ctrl["greedy_latency"],
             "ctrl_entropy": ctrl["entropy"],
             "ctrl_loss": ctrl["loss"],
             "graph_loss": graph_stats["loss"],

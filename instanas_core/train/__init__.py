@@ -1,6 +1,6 @@
 """The training layer between the model and cost layers and the stages: data and device set-up
 (:mod:`.data`), models and optimisers (:mod:`.setup`), the one epoch loop and its step functions'
-pass (:mod:`.loop`), inference (:mod:`.inference`) and a stage's run folder (:mod:`.run`)."""
+pass (:mod:`.loop`), BatchNorm recalibration (:mod:`.batchnorm`), inference (:mod:`.inference`) and a stage's run folder (:mod:`.run`)."""
 
 from .data import (
     TrainingData,
@@ -12,6 +12,7 @@ from .data import (
     to_device,
     unpack_batch,
 )
+from .batchnorm import recalibrate_batchnorm
 from .inference import infer, measure_routed_latency, policy_bits
 from .loop import (
     EpochLoop,
@@ -54,6 +55,7 @@ __all__ = [
     "to_device",
     "unpack_batch",
     "infer",
+    "recalibrate_batchnorm",
     "measure_routed_latency",
     "policy_bits",
     "EpochLoop",

@@ -29,6 +29,7 @@ def infer(
     max_steps: int | None = None,
     keep_probs: bool = False,
     dist: DistContext | None = None,
+    controller_view=None,
 ) -> dict[str, torch.Tensor]:
     """Run the (controller and) meta-graph in eval mode over ``loader``.
 
@@ -37,6 +38,8 @@ def infer(
     ``loss`` (N,), ``policy`` (N, T, K) bool, ``probs`` (N, T, K) when ``keep_probs``, and any
     extra ``fields`` of the batch (``index``, ``difficulty``). With ``dist``, ``loader`` is this
     rank's shard (:func:`make_loader` with ``train=False``) and every rank gets all shards' rows.
+    ``controller_view(x)``, when given, is what the controller sees instead of ``x`` (the
+    shuffled-input control of the search's named options).
     """
     if (controller is None) == (fixed_policy is None):
         raise ValueError("give either a controller or a fixed policy.")
@@ -52,7 +55,7 @@ def infer(
         x = to_device(b["image"], device, channels_last)
         y = b["label"].to(device)
         if controller is not None:
-            probs = controller(x)  # (B, T, K)
+            probs = controller(x if controller_view is None else controller_view(x))  # (B, T, K)
             policy = greedy_policy(probs, graph)
         else:
             probs = None

@@ -207,14 +207,24 @@ def policy_step(
     ``policy_fn(x)`` gives: drop-path in pre-training (§3.2), the controller's shuffled samples in
     the search's meta-graph epochs (§3.3), its greedy decisions in fine-tuning (§3.1 c). Reports
     loss, accuracy and, with a latency ``table``, the policies' mean table latency. A non-finite
-    loss raises before the update."""
+    loss raises before the update.
+
+    ``policy_fn`` may return a list of policies (the sandwich rule of pre-training): the step then
+    minimises the mean of their losses in one update and reports that mean loss with the last policy's accuracy."""
 
     def step(i: int, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
         # ---- policies for this batch
-        policy = policy_fn(x)  # (B, T, K)
+        policy = policy_fn(x)  # (B, T, K), or a list of them
         # ---- forward through the chosen modules only, task loss
+        if isinstance(policy, list):
+            losses = [F.cross_entropy(model(x, p, execution), y) for p in policy[:-1]]
+            policy = policy[-1]
+        else:
+            losses = []
         logits = model(x, policy, execution)  # (B, classes)
         loss = F.cross_entropy(logits, y)
+        if losses:
+            loss = (sum(losses) + loss) / (len(losses) + 1)
         loss_value = loss.item()
         check_finite(dist, what, i, loss=loss_value)
         # ---- update

@@ -1,0 +1,170 @@
+"""The report of ``instanas bench instance-awareness`` (issues 15 and 20): a Markdown summary and
+one figure -- accuracy against measured mean latency per image for InstaNAS, the static front,
+the confidence cascades and random routing, and the latency per difficulty level -- each panel
+labelled with the method it shows (the paper's exact settings or the named options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["awareness_markdown", "plot_awareness", "SETTING_LABELS"]
+
+SETTING_LABELS = {
+    "options": "named options (INSTANCE_AWARE_OPTIONS)",
+    "paper": "paper-exact (Eq. 1-2, self-critical, greedy)",
+    "shuffled": "control: named options, controller sees shuffled images",
+}
+
+
+def _f(v, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def awareness_markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# instance-awareness",
+        "",
+        "Does the controller route easy and hard images differently, and does that beat fixed children of the same "
+        "meta-graph (the static front), a confidence cascade of them and random routing at equal measured mean "
+        "latency per image? Test split, deployed (greedy) decoding, the search's last meta-graph; static front, "
+        "cascade children and thresholds chosen on the validation split. Intervals: 95% bootstrap over test images.",
+        "",
+    ]
+    for dataset, d in result["datasets"].items():
+        lines += [f"## {dataset} (preset `{d['preset']}`)", ""]
+        if d["quick_overrides"]:
+            lines += [f"`--quick` overrides: `{' '.join(d['quick_overrides'])}`.", ""]
+        lines += [f"Targets asked: {d['targets_asked']}.", "", "| target | measured | met |", "|---|---|---|"]
+        for name, t in d["targets"].items():
+            lines.append(f"| {name} | {_f(t['value'])} | {_f(t.get('met'))} |")
+        lines += [
+            "",
+            "| run | accuracy | mean latency ms | rho(level, latency) | latency per level ms | "
+            "architectures (>= 2%) | greedy-sampled gap ms | vs static front pt [CI] | vs cascade-2 pt | "
+            "vs cascade-3 pt | vs random routing pt |",
+            "|" + "---|" * 11,
+        ]
+        for setting, r in d["reports"].items():
+            last = r["comparisons"][-1]
+            levels = r.get("levels", {})
+            per = levels.get("mean_latency_per_level", {})
+
+            def vs(key):
+                c = last.get(key)
+                return "n/a" if not c else f"{c['instanas_minus_pt']:+.1f} [{c['ci_pt'][0]:+.1f}, {c['ci_pt'][1]:+.1f}]"
+
+            lines.append(
+                f"| {SETTING_LABELS[setting]} | {r['accuracy']:.3f} | {r['latency_ms']:.3f} | "
+                f"{_f(levels.get('spearman_rho'))} | {' / '.join(f'{v:.2f}' for v in per.values()) or 'n/a'} | "
+                f"{r['distinct_architectures']} ({r['architectures_over_2pct']}) | {r['greedy_sampled_gap_ms']:+.3f} | "
+                f"{vs('static front')} | {vs('cascade-2')} | {vs('cascade-3')} | {vs('random routing')} |"
+            )
+        lines += [
+            "",
+            "Accuracy at equal mean latency, every controller epoch of each run (InstaNAS minus comparator, points):",
+            "",
+            "| run | epoch | latency ms | accuracy | static front | cascade-2 | cascade-3 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for setting, r in d["reports"].items():
+            for c in r["comparisons"]:
+                cells = []
+                for key in ("static front", "cascade-2", "cascade-3"):
+                    v = c.get(key)
+                    cells.append("n/a" if not v else f"{v['accuracy']:.3f} ({v['instanas_minus_pt']:+.1f})")
+                lines.append(
+                    f"| {setting} | {c['model']} | {c['latency_ms']:.3f} | {c['accuracy']:.3f} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        lines.append("")
+    if result.get("pending"):
+        lines += [f"**Not run (the benchmark stopped before them):** {', '.join(result['pending'])}.", ""]
+    lines += [
+        f"Measured on {m['device_name']} ({m['device']}), torch {m['torch']}, {m['date']}; batch-1 latency, one thread, "
+        f"minimum over 2 passes. Total {result['seconds'] / 60:.1f} min.",
+        "",
+        "Settings: " + "; ".join(f"`{k}`: {' '.join(v) or '(paper defaults)'}" for k, v in result["settings"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_awareness(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(result["datasets"])
+    settings = ["options", "paper", "shuffled"]
+    fig, axes = plt.subplots(
+        len(datasets), len(settings) + 1, figsize=(5 * (len(settings) + 1), 4.2 * len(datasets)), squeeze=False
+    )
+    for row, dataset in enumerate(datasets):
+        reports = result["datasets"][dataset]["reports"]
+        for col, setting in enumerate(settings):
+            ax = axes[row][col]
+            r = reports.get(setting)
+            if r is None:
+                ax.axis("off")
+                continue
+            cand = r["static_candidates"]
+            ax.scatter(
+                [c["latency_ms"] for c in cand], [c["accuracy"] for c in cand], s=12, c="0.7", label="fixed children"
+            )
+            front = sorted((c for c in cand if c["on_front"]), key=lambda c: c["latency_ms"])
+            ax.plot(
+                [c["latency_ms"] for c in front],
+                [c["accuracy"] for c in front],
+                "k-o",
+                ms=4,
+                label="static front (val-picked)",
+            )
+            for name, style in (("cascade-2", "C1--s"), ("cascade-3", "C2:^")):
+                rows = sorted(r["cascades"].get(name, []), key=lambda c: c["latency_ms"])
+                if rows:
+                    ax.plot([c["latency_ms"] for c in rows], [c["accuracy"] for c in rows], style, ms=4, label=name)
+            pts = r["points"]
+            ax.plot(
+                [p["latency_ms"] for p in pts], [p["accuracy"] for p in pts], "C0-*", ms=9, label="InstaNAS (epochs)"
+            )
+            ax.scatter(
+                [r["latency_ms"]], [r["random_routing_accuracy"]], marker="x", s=60, c="C3", label="random routing"
+            )
+            ax.set_title(f"{dataset}: {SETTING_LABELS[setting]}", fontsize=9)
+            ax.set_xlabel("measured mean latency per image (ms, batch 1)")
+            ax.set_ylabel("test accuracy")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.legend(fontsize=7, loc="lower right")
+        ax = axes[row][-1]
+        for k, setting in enumerate(settings):
+            r = reports.get(setting)
+            per = (r or {}).get("levels", {}).get("mean_latency_per_level")
+            if per:
+                levels = [int(v) for v in per]
+                ax.bar(
+                    [v + (k - 1) * 0.27 for v in levels],
+                    list(per.values()),
+                    width=0.27,
+                    label=f"{setting} (rho {r['levels']['spearman_rho']:.2f})",
+                )
+        ax.set_title(f"{dataset}: mean routed latency per difficulty level", fontsize=9)
+        ax.set_xlabel("difficulty level (0 easy .. 4 hard)")
+        ax.set_ylabel("ms")
+        if ax.has_data():
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no difficulty levels in this data set", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
