@@ -48,7 +48,7 @@ __all__ = ["SETTINGS", "DATASET_PRESETS", "awareness_config", "bench_instance_aw
 
 # The preset each data set runs at, and its size for --quick.
 DATASET_PRESETS = {"synthetic-difficulty": "difficulty-cpu", "cifar10-jpeg": "cifar10-cpu"}
-QUICK_OVERRIDES = ("experiment.data_size=1500", "experiment.eval_per_class=50", "pretrain.epochs=3", "search.epochs=5")
+QUICK_OVERRIDES = ("experiment.data_size=1000", "experiment.eval_per_class=30", "pretrain.epochs=2", "search.epochs=3")
 SETTINGS = {
     "options": INSTANCE_AWARE_OPTIONS,
     "paper": (),

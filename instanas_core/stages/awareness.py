@@ -41,7 +41,7 @@ from ..train.data import unpack_batch
 from .evaluate import difficulty_correlation
 from .search import controller_view
 
-__all__ = ["Records", "static_candidates", "policy_key", "collect_records"]
+__all__ = ["Records", "static_candidates", "policy_key", "collect_records", "random_routing"]
 
 
 @dataclass
@@ -109,6 +109,13 @@ def _outputs(meta_graph, loader, policy_fn, device, channels_last, fields) -> di
     return out
 
 
+def random_routing(policy: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The random-routing control: the controller's own policies (N, T, K) given to a random
+    permutation of the images, so the architecture histogram (and the latency distribution) is
+    the controller's and only the assignment is random."""
+    return policy[torch.randperm(len(policy), generator=generator)]
+
+
 def _fixed(row: torch.Tensor):
     return lambda x: row.expand(x.shape[0], -1, -1)  # (B, T, K)
 
@@ -145,10 +152,10 @@ def _routed_pass(
         x_all, y_all = torch.cat(images), torch.cat(labels)
         total = np.zeros(len(policy))
         for _ in range(3):
-            perm = torch.randperm(len(policy), generator=generator)
+            shuffled = random_routing(policy, generator)
             for i in range(0, len(policy), 256):
                 x = to_device(x_all[i : i + 256], device, channels_last)
-                pred = meta_graph(x, policy[perm[i : i + 256]].to(device)).argmax(1).cpu()
+                pred = meta_graph(x, shuffled[i : i + 256].to(device)).argmax(1).cpu()
                 total[i : i + 256] += (pred == y_all[i : i + 256]).numpy()
         out["random_correct"] = total / 3
     return out

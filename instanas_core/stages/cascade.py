@@ -12,8 +12,6 @@ whole test set, spent unevenly on easy and hard images.
   top softmax probability is below the stage's threshold, also run the next child and take its
   answer. The latency of an image is the sum of the stages it ran; thresholds and children are
   chosen on the validation split for each budget and then applied, unchanged, to the test split;
-* :func:`random_routing` -- the controller's own architectures assigned to random images (the
-  histogram, hence the latency distribution, kept; only the assignment is random);
 * :func:`bootstrap_interval` -- a percentile bootstrap over test images.
 """
 
@@ -31,7 +29,6 @@ __all__ = [
     "run_cascade",
     "fit_cascade",
     "cascade_curve",
-    "random_routing",
     "bootstrap_interval",
     "check_budgets",
 ]
@@ -177,19 +174,6 @@ def cascade_curve(
             }
         )
     return rows
-
-
-def random_routing(assignment: np.ndarray, correct: np.ndarray, repeats: int, seed: int = 0) -> np.ndarray:
-    """The controller's architecture histogram with a random assignment: ``assignment`` (N,) is
-    the architecture (row of ``correct``, (D, N)) the controller gave each test image; each repeat
-    permutes it over the images. Returns the per-image correctness averaged over repeats (N,)."""
-    rng = np.random.default_rng(seed)
-    n = len(assignment)
-    total = np.zeros(n)
-    for _ in range(repeats):
-        perm = assignment[rng.permutation(n)]  # same histogram, random images
-        total += correct[perm, np.arange(n)]
-    return total / repeats
 
 
 def bootstrap_interval(scores: np.ndarray, reps: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
