@@ -77,6 +77,10 @@ class BenchConfig:
     precision: str = "fp32"  # batched-inference, train-throughput: "fp32" or "bf16" (autocast)
     # batched-inference, train-throughput: NHWC model and input; None as the stages do (CPU yes, CUDA no)
     channels_last: bool | None = None
+    # instance-awareness: the cascades' stage counts, and mean-latency budgets in ms (None: InstaNAS's
+    # own latencies plus five spread over the static front)
+    cascade_stages: tuple[int, ...] = (2, 3)
+    budgets: tuple[float, ...] | None = None
 
     @property
     def use_channels_last(self) -> bool:
@@ -85,6 +89,14 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        bad = [k for k in self.cascade_stages if not 2 <= k <= 4]
+        if bad or not self.cascade_stages:
+            raise ValueError(
+                f"--cascade-stages must list stage counts from 2 to 4 (a cheap child, then one or more larger "
+                f"ones), got {list(self.cascade_stages)}."
+            )
+        if self.budgets is not None and (not self.budgets or any(not b > 0 for b in self.budgets)):
+            raise ValueError(f"--budgets must list positive mean latencies in ms, got {list(self.budgets)}.")
         if self.baseline_budget not in BASELINE_BUDGETS:
             raise ValueError(f"baseline_budget must be one of {BASELINE_BUDGETS}, got {self.baseline_budget!r}.")
 

@@ -41,7 +41,7 @@ from .pipeline import ensure_stage
 from .presets import INSTANCE_AWARE_OPTIONS, get_preset
 from .rundir import stage_dir
 from .stages.awareness import Records, collect_records, level_summary
-from .stages.cascade import bootstrap_interval, cascade_curve, interpolation_weights
+from .stages.cascade import bootstrap_interval, cascade_curve, check_budgets, interpolation_weights
 from .train import resolve_device
 
 __all__ = ["SETTINGS", "DATASET_PRESETS", "awareness_config", "bench_instance_awareness", "TARGETS"]
@@ -96,7 +96,7 @@ def _curve_at(lat: np.ndarray, correct: np.ndarray, target: float) -> np.ndarray
     return w * correct[i] + (1.0 - w) * correct[j]
 
 
-def _judge(rec: Records, quick: bool) -> dict:
+def _judge(rec: Records, quick: bool, stages: tuple[int, ...] = (2, 3), asked: tuple[float, ...] | None = None) -> dict:
     """The report of one run from its records (see the module docstring)."""
     ms = rec.ms  # calibrated latency of every architecture
     routed_ms = {name: ms[e["assign"]] + rec.controller_ms for name, e in rec.routed.items()}
@@ -119,15 +119,18 @@ def _judge(rec: Records, quick: bool) -> dict:
     ]
     # ---- cascades at >= 5 budgets: InstaNAS's own latencies plus an even spread over the front
     lo, hi = float(front_lat.min()), float(front_lat.max())
-    budgets = sorted(
-        {float(np.clip(p["latency_ms"], lo, hi)) for p in points} | set(np.linspace(lo, hi, 6)[1:].tolist())
-    )
+    if asked is not None:
+        check_budgets(asked, lo, hi, min(stages))
+        budgets = sorted(asked)
+    else:
+        spread = set(np.linspace(lo, hi, 6)[1:].tolist())
+        budgets = sorted({float(np.clip(p["latency_ms"], lo, hi)) for p in points} | spread)
     grid = 11 if quick else 21
     val = (rec.conf["val"], rec.correct["val"])
     test = (rec.conf["test"], rec.correct["test"])
     cand = [int(c) for c in front]
     cascades = {
-        f"cascade-{k}": cascade_curve(val, test, static_ms, cand, k, budgets, grid) for k in (2, 3) if len(cand) >= k
+        f"cascade-{k}": cascade_curve(val, test, static_ms, cand, k, budgets, grid) for k in stages if len(cand) >= k
     }
     random_scores = dep["random_correct"]
     # ---- accuracy at equal mean latency, per InstaNAS point, with bootstrap intervals
@@ -268,7 +271,7 @@ def bench_instance_awareness(cfg, out: Path) -> dict:
                     progress=True,
                     timed_routed=16 if cfg.quick else 48,
                 )
-            reports[setting] = _judge(rec, cfg.quick)
+            reports[setting] = _judge(rec, cfg.quick, cfg.cascade_stages, cfg.budgets)
         result["datasets"][dataset] = {
             "preset": DATASET_PRESETS[dataset],
             "quick_overrides": list(QUICK_OVERRIDES) if cfg.quick and dataset == "synthetic-difficulty" else [],

@@ -117,6 +117,21 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         help="tradeoff: MobileNetV2 1.0 trained for InstaNAS's epochs of all stages (same) or the preset's baseline",
     )
     p.add_argument(
+        "--cascade-stages",
+        type=int,
+        nargs="+",
+        default=[2, 3],
+        help="instance-awareness: the confidence cascades' stage counts (2 to 4)",
+    )
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=None,
+        help="instance-awareness: mean-latency budgets in ms for the cascades (between the cheapest and the "
+        "largest child; default: InstaNAS's own latencies plus five spread over the static front)",
+    )
+    p.add_argument(
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
@@ -149,6 +164,8 @@ def _bench_run(args: argparse.Namespace) -> int:
         baseline_budget=args.baseline_budget,
         precision=args.precision,
         channels_last=args.channels_last,
+        cascade_stages=tuple(args.cascade_stages),
+        budgets=tuple(args.budgets) if args.budgets else None,
     )
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
