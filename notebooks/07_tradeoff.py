@@ -48,6 +48,7 @@ comparator_overrides = []  # settings of the comparator stage, as `instanas comp
 variants = []  # InstaNAS variants made here if missing; []: the preset's default (smoke: C and E; others: A-E)
 models = []  # baselines made here if missing; []: the preset's default (smoke: mobilenetv2-1.0 and shufflenetv2-1.0)
 latency_kind = "measured"  # which InstaNAS latency the figures use: measured or estimated (the others are always measured)
+awareness_report = "benchmarks/instance-awareness/instance-awareness.json"  # `instanas bench instance-awareness` output
 seed = 0  # seeds Python, NumPy and torch in this kernel
 
 # %%
@@ -89,6 +90,33 @@ ctx.show(plots.plot_tradeoff_frontier(fig6, context=ctx.context(latency_kind if 
 # %%
 ctx.table(book.tradeoff_rows({**fig5, **fig6}), "07_tradeoff_points", latency="measured" if latency_kind == "measured" else "mixed",
           title="Figures 5-6: every point (test error, latency per image at batch 1)")
+
+# %% [markdown]
+# ## Budgeted batch: InstaNAS against the static front, confidence cascades and random routing
+# The simplest instance-aware system needs no controller: a **confidence cascade** runs a cheap
+# child and, when its top softmax probability is below a threshold, also a larger one. Early-exit
+# networks (MSDNet, RANet) are judged this way, in the *budgeted batch* setting: accuracy at one
+# mean latency per image over a test set, spent unevenly on easy and hard images. Every comparator
+# here is built from the same meta-graph: the **static front** (fixed children, picked on the
+# validation split), 2- and 3-stage cascades of its children (thresholds picked on validation for
+# each budget, then applied to test), and **random routing** (the controller's own architectures
+# given to random images). Each run is labelled *paper-exact* or *named options*
+# (docs/science-options.md); a control's controller sees shuffled images.
+#
+# This section shows the committed report of `instanas bench instance-awareness` (its own runs at
+# the `difficulty-cpu` preset, not this notebook's run), with the machine and date it was measured on.
+
+# %%
+report = book.load_awareness_report(awareness_report)
+ctx.show(plots.awareness_figure(report), "07_budgeted_batch")
+
+# %%
+ctx.table(plots.awareness_rows(report), "07_budgeted_batch", latency="measured",
+          title="Accuracy at equal measured mean latency per image: InstaNAS minus comparator, points [95% bootstrap CI]")
+
+# %%
+print({dataset: d["targets"] for dataset, d in report["datasets"].items()})
+print("measured on", report["machine"]["device_name"], report["machine"]["date"])
 
 # %% [markdown]
 # ## OneshotNAS's samples: the search behind its front

@@ -15,6 +15,7 @@ __all__ = [
     "reduction_rows",
     "tradeoff_methods",
     "tradeoff_rows",
+    "load_awareness_report",
 ]
 
 
@@ -234,3 +235,23 @@ def tradeoff_rows(methods: Mapping[str, Mapping[str, Any]]) -> list[dict]:
                 }
             )
     return rows
+
+
+def load_awareness_report(path: str | Path) -> dict:
+    """The report of ``instanas bench instance-awareness`` (its ``instance-awareness.json``). A
+    relative ``path`` not found from the working folder is read from the project's root (the
+    committed ``benchmarks/instance-awareness/``); a missing report gets one paragraph saying how
+    to make it."""
+    import json
+
+    from .errors import BookError
+
+    p = Path(path)
+    if not p.is_absolute() and not p.is_file():
+        p = Path(__file__).resolve().parents[2] / p
+    if not p.is_file():
+        raise BookError(
+            f"no instance-awareness report at {path}: run `instanas bench instance-awareness --out DIR` "
+            "(or --quick) and pass DIR/instance-awareness.json."
+        )
+    return json.loads(p.read_text())

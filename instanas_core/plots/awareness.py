@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["awareness_markdown", "plot_awareness", "SETTING_LABELS"]
+__all__ = ["awareness_markdown", "awareness_figure", "awareness_rows", "plot_awareness", "SETTING_LABELS"]
 
 SETTING_LABELS = {
     "options": "named options (INSTANCE_AWARE_OPTIONS)",
@@ -97,10 +97,44 @@ def awareness_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_awareness(result: dict, path: Path) -> Path:
-    import matplotlib
+def awareness_rows(result: dict) -> list[dict]:
+    """One row per controller epoch of every run: accuracy at its measured mean latency and the
+    comparators' accuracy at the same latency (InstaNAS minus comparator in points, 95% CI)."""
+    rows = []
+    for dataset, d in result["datasets"].items():
+        for setting, r in d["reports"].items():
+            for c in r["comparisons"]:
+                row = {
+                    "data set": dataset,
+                    "run": setting,
+                    "controller": c["model"],
+                    "latency ms": c["latency_ms"],
+                    "accuracy": c["accuracy"],
+                }
+                for key in ("static front", "cascade-2", "cascade-3", "random routing"):
+                    v = c.get(key)
+                    row[key] = (
+                        "n/a"
+                        if not v
+                        else (
+                            f"{v['accuracy']:.3f} ({v['instanas_minus_pt']:+.1f} [{v['ci_pt'][0]:+.1f}, {v['ci_pt'][1]:+.1f}])"
+                        )
+                    )
+                rows.append(row)
+    return rows
 
-    matplotlib.use("Agg")
+
+def plot_awareness(result: dict, path: Path) -> Path:
+    fig = awareness_figure(result)
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def awareness_figure(result: dict):
+    """Per data set: accuracy against measured mean latency for each run, and latency per level."""
     import matplotlib.pyplot as plt
 
     datasets = list(result["datasets"])
@@ -165,6 +199,4 @@ def plot_awareness(result: dict, path: Path) -> Path:
         else:
             ax.text(0.5, 0.5, "no difficulty levels in this data set", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
