@@ -81,6 +81,9 @@ class BenchConfig:
     # own latencies plus five spread over the static front)
     cascade_stages: tuple[int, ...] = (2, 3)
     budgets: tuple[float, ...] | None = None
+    datasets: tuple[str, ...] | None = (
+        None  # instance-awareness: None -> synthetic-difficulty (+ cifar10-jpeg unless quick)
+    )
 
     @property
     def use_channels_last(self) -> bool:
@@ -95,6 +98,9 @@ class BenchConfig:
                 f"--cascade-stages must list stage counts from 2 to 4 (a cheap child, then one or more larger "
                 f"ones), got {list(self.cascade_stages)}."
             )
+        known = ("synthetic-difficulty", "cifar10-jpeg")
+        if self.datasets is not None and (not self.datasets or any(d not in known for d in self.datasets)):
+            raise ValueError(f"--datasets must be among {', '.join(known)}, got {list(self.datasets)}.")
         if self.budgets is not None and (not self.budgets or any(not b > 0 for b in self.budgets)):
             raise ValueError(f"--budgets must list positive mean latencies in ms, got {list(self.budgets)}.")
         if self.baseline_budget not in BASELINE_BUDGETS:

@@ -88,7 +88,11 @@ def _budget_epochs(epochs: int) -> list[int]:
 
 
 def _curve_at(lat: np.ndarray, correct: np.ndarray, target: float) -> np.ndarray | None:
-    """Per-image scores of the piecewise-linear curve through points (lat (P,), correct (P, N)) at ``target``."""
+    """Per-image scores of the piecewise-linear curve through points (lat (P,), correct (P, N)) at
+    ``target``. Beyond the slowest point the curve stays at that point (a budget above it can
+    always spend less); below the fastest it is undefined (None)."""
+    if len(lat) and target > float(np.max(lat)):
+        target = float(np.max(lat))
     found = interpolation_weights(lat, target)
     if found is None:
         return None
@@ -243,6 +247,8 @@ def _targets(dataset: str, reports: dict) -> dict:
 def bench_instance_awareness(cfg, out: Path) -> dict:
     """The benchmark (see the module docstring); ``cfg`` is a :class:`~instanas_core.bench.BenchConfig`."""
     datasets = ["synthetic-difficulty"] if cfg.quick else ["synthetic-difficulty", "cifar10-jpeg"]
+    if cfg.datasets is not None:
+        datasets = list(cfg.datasets)
     device = resolve_device(cfg.device)
     timing = TimingConfig(min_run_time=0.02, blocks=3)
     result = {"config": dataclasses.asdict(cfg), "settings": {k: list(v) for k, v in SETTINGS.items()}, "datasets": {}}

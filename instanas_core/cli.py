@@ -132,6 +132,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         "largest child; default: InstaNAS's own latencies plus five spread over the static front)",
     )
     p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        help="instance-awareness: which data sets (default synthetic-difficulty, then cifar10-jpeg unless --quick)",
+    )
+    p.add_argument(
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
@@ -166,6 +172,7 @@ def _bench_run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         cascade_stages=tuple(args.cascade_stages),
         budgets=tuple(args.budgets) if args.budgets else None,
+        datasets=tuple(args.datasets) if args.datasets else None,
     )
     result = run_bench(args.name, cfg, args.out)
     print(json.dumps(result["summary"], indent=1, default=float))
