@@ -7,8 +7,10 @@ differs between the methods compared:
 * **InstaNAS** -- controllers of several search epochs (the budgets), each with its deployed
   decoding (greedy, ``p > 0.5``), on every validation and test image;
 * **the static front** -- fixed children of the same meta-graph (the cheapest path, all modules,
-  each single-module path, children drawn at every density, and the controller's most used
-  architectures), each evaluated on the same images;
+  each single-module path, children drawn at every density, and the deployed controller's own
+  architectures used by >= 2% of the test images: the search trained the meta-graph on those, so
+  a front without them would credit routing with better-trained weights), each evaluated on the
+  same images;
 * **latency** -- every method's latency comes from one model: the look-up table, calibrated
   (least squares, ``ms = a * table + b``) on the batch-1 latency measured in one
   :func:`~instanas_core.latency.measure_children` call (minimum over two passes) of every static
@@ -175,6 +177,7 @@ def collect_records(
     device: torch.device,
     progress: bool = False,
     timed_routed: int = 48,
+    own_children: int = 10,
 ) -> Records:
     """Evaluate the controllers of search ``epochs`` and the static candidates on the validation
     and test splits of ``cfg``'s data set, on the search's last meta-graph; time every
@@ -218,23 +221,7 @@ def collect_records(
         return archs[key]
 
     static_idx = [arch_index(r, n) for r, n in zip(static, names)]
-    rec = Records(policies=torch.empty(0), names=arch_names, static=static_idx)
-    # ---- every static candidate as a fixed child, under its own BatchNorm
-    it = static.float()
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="static children")
-    outputs = []
-    for row in it:
-        fixed_policy = _fixed(row.to(device))
-        recalibrate(fixed_policy)
-        outputs.append(
-            {split: _outputs(meta_graph, loader, fixed_policy, device, cl, fields) for split, loader in loaders.items()}
-        )
-    for split in loaders:
-        rec.conf[split] = np.stack([o[split]["conf"] for o in outputs])
-        rec.correct[split] = np.stack([o[split]["correct"] for o in outputs])
+    rec = Records(policies=torch.empty(0), names=arch_names, static=[])
     # ---- the controllers: deployed (greedy) policies per test image, under their own BatchNorm
     view = controller_view(search_cfg)
     for epoch in epochs:
@@ -250,10 +237,35 @@ def collect_records(
         if has_level:
             rec.level = out.pop("difficulty")
         rec.routed[f"epoch {epoch}"] = out
+    # The deployed controller's own architectures (those given to >= 2% of the test images, at most
+    # own_children) join the static candidates: the search trained the meta-graph on them, so a
+    # front without them would credit routing with what is only better-trained weights.
+    counts = np.bincount(rec.routed[f"epoch {epochs[-1]}"]["assign"], minlength=len(rows))
+    own = [int(a) for a in np.argsort(-counts, kind="stable")[:own_children] if counts[a] >= 0.02 * counts.sum()]
+    for a in own:
+        if a not in static_idx:
+            static_idx.append(a)
+            arch_names[a] = f"controller's #{own.index(a) + 1} ({100 * counts[a] / counts.sum():.0f}% of test images)"
+    rec.static = static_idx
+    # ---- every static candidate as a fixed child, under its own BatchNorm
+    it = [rows[a].float() for a in static_idx]
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="static children")
+    outputs = []
+    for row in it:
+        fixed_policy = _fixed(row.to(device))
+        recalibrate(fixed_policy)
+        outputs.append(
+            {split: _outputs(meta_graph, loader, fixed_policy, device, cl, fields) for split, loader in loaders.items()}
+        )
+    for split in loaders:
+        rec.conf[split] = np.stack([o[split]["conf"] for o in outputs])
+        rec.correct[split] = np.stack([o[split]["correct"] for o in outputs])
     meta_graph.load_state_dict(trained_bn, strict=False)
     rec.policies = torch.stack(rows).float()
     # ---- latency: time the static candidates and the deployed controller's most used architectures
-    counts = np.bincount(rec.routed[f"epoch {epochs[-1]}"]["assign"], minlength=len(rows))
     timed = list(static_idx) + [
         int(a) for a in np.argsort(-counts)[:timed_routed] if counts[a] > 0 and a not in static_idx
     ]
