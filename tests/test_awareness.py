@@ -46,6 +46,11 @@ def test_records_cover_every_image_and_architecture(tiny_run):
     assert len(rec.ms) == len(rec.policies) and np.isfinite(rec.ms).all()
     assert rec.calibration["timed"] >= len(set(rec.static)) and rec.controller_ms > 0
     assert "random_correct" in rec.routed["epoch 1"] and "random_correct" not in rec.routed["epoch 0"]
+    # The deployed controller's own architectures (>= 2% of the test images, at most 10) are static
+    # candidates: the search trained the meta-graph on them.
+    counts = np.bincount(rec.routed["epoch 1"]["assign"], minlength=len(rec.policies))
+    own = [a for a in np.argsort(-counts, kind="stable")[:10] if counts[a] >= 0.02 * n_test]
+    assert own and set(own) <= set(rec.static)
 
 
 def test_routed_and_fixed_child_agree_without_recalibration(tiny_run):

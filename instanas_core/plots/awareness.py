@@ -32,9 +32,12 @@ def awareness_markdown(result: dict) -> str:
         "# instance-awareness",
         "",
         "Does the controller route easy and hard images differently, and does that beat fixed children of the same "
-        "meta-graph (the static front), a confidence cascade of them and random routing at equal measured mean "
-        "latency per image? Test split, deployed (greedy) decoding, the search's last meta-graph; static front, "
-        "cascade children and thresholds chosen on the validation split. Intervals: 95% bootstrap over test images.",
+        "meta-graph (the static front, which includes the controller's own most used architectures), a confidence "
+        "cascade of them and random routing at equal mean latency per image? Test split, deployed (greedy) decoding, "
+        "the search's last meta-graph; static front, cascade children and thresholds chosen on the validation split. "
+        "Latency: the look-up table calibrated (least squares) on the batch-1 latency measured for every static "
+        "child and the controller's most used architectures, plus the controller; the fit's r is listed per run. "
+        "Intervals: 95% bootstrap over test images.",
         "",
     ]
     for dataset, d in result["datasets"].items():
@@ -84,7 +87,17 @@ def awareness_markdown(result: dict) -> str:
                     + " | ".join(cells)
                     + " |"
                 )
-        lines.append("")
+        lines += [
+            "",
+            "Latency calibration per run: "
+            + "; ".join(
+                f"{k}: r = {r['latency_calibration']['pearson_r']:.3f} over {r['latency_calibration']['timed']} timed "
+                f"architectures, controller {r['controller_ms']:.3f} ms"
+                for k, r in d["reports"].items()
+            )
+            + ".",
+            "",
+        ]
     if result.get("pending"):
         lines += [f"**Not run (the benchmark stopped before them):** {', '.join(result['pending'])}.", ""]
     lines += [
@@ -174,7 +187,7 @@ def awareness_figure(result: dict):
                 [r["latency_ms"]], [r["random_routing_accuracy"]], marker="x", s=60, c="C3", label="random routing"
             )
             ax.set_title(f"{dataset}: {SETTING_LABELS[setting]}", fontsize=9)
-            ax.set_xlabel("measured mean latency per image (ms, batch 1)")
+            ax.set_xlabel("mean latency per image (ms, batch 1; table calibrated on measured)")
             ax.set_ylabel("test accuracy")
             ax.grid(alpha=0.3)
             if col == 0:
