@@ -210,8 +210,8 @@ def controller_step(
     """The step of a controller epoch (§3.3, Eq. 1-2) for :func:`~instanas_core.train.run_pass`,
     with the meta-graph fixed (the caller puts it in eval mode and the controller, possibly in
     DDP, in train mode). ``schedule(i)`` gives ``(U_t, L_t, alpha, entropy_bonus)`` at step ``i``
-    (a fixed tuple is the paper's per-epoch schedule). A non-finite loss or reward raises before
-    its update. Each image draws ``search.samples`` policies; the advantage is ``R - R(greedy)``
+    (a fixed ``(U_t, L_t)`` is the paper's per-epoch schedule, with the configuration's alpha and
+    entropy term). A non-finite loss or reward raises before its update. Each image draws ``search.samples`` policies; the advantage is ``R - R(greedy)``
     (self-critical, the paper's) or leave-one-out over the draws (``search.baseline="loo"``)."""
     meta_graph = unwrap(meta_graph)
     k = search_cfg.samples
@@ -219,7 +219,10 @@ def controller_step(
 
     def step(i: int, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
         b = x.shape[0]
-        upper, lower, alpha, entropy_bonus = schedule(i) if callable(schedule) else schedule
+        at = schedule(i) if callable(schedule) else tuple(schedule)
+        if len(at) == 2:  # fixed (U_t, L_t) for the whole epoch: the paper's schedule and the config's alpha
+            at = (*at, search_cfg.alpha, search_cfg.entropy_bonus)
+        upper, lower, alpha, entropy_bonus = at
         # ---- policies: K Bernoulli draws of the encouraged probabilities per image, and the greedy one
         probs = controller(controller_inputs(x, search_cfg, generator))  # (B, T, K)
         probs_k = probs.repeat(k, 1, 1) if k > 1 else probs  # (k*B, T, K): draw j of image n at j*B + n
