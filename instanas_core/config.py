@@ -285,7 +285,7 @@ class PretrainConfig:
         _check(self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
         _check(0.0 <= self.drop_start <= 1.0, f"drop_start must lie in [0, 1], got {self.drop_start}.")
         _check(0.0 <= self.drop_max < 1.0, f"drop_max must lie in [0, 1), got {self.drop_max}.")
-        _check(_one_of(self.density, DENSITIES), _choices("pretrain.density", self.density, DENSITIES))
+        _check(self.density in DENSITIES, _choices("pretrain.density", self.density, DENSITIES))
         _optional_positive(self, "max_steps_per_epoch")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
         _finite(self)
@@ -361,14 +361,14 @@ class SearchConfig:
         _positive(self, "epochs", "batch_size", "controller_lr", "graph_lr", "measure_min_run_time", "measure_blocks")
         _non_negative(self, "controller_weight_decay", "graph_momentum", "graph_weight_decay", "measure_samples")
         _non_negative(self, "latency_weight", "sharpen_weight", "recalibrate_bn")
-        _check(_one_of(self.baseline, BASELINES), _choices("search.baseline", self.baseline, BASELINES))
+        _check(self.baseline in BASELINES, _choices("search.baseline", self.baseline, BASELINES))
         _check(
-            _one_of(self.bound_schedule, ("epoch", "step")),
+            self.bound_schedule in ("epoch", "step"),
             _choices("search.bound_schedule", self.bound_schedule, ("epoch", "step")),
         )
-        _check(_one_of(self.reward, REWARDS), _choices("search.reward", self.reward, REWARDS))
+        _check(self.reward in REWARDS, _choices("search.reward", self.reward, REWARDS))
         _check(
-            _one_of(self.controller_input, ("image", "shuffled")),
+            self.controller_input in ("image", "shuffled"),
             _choices("search.controller_input", self.controller_input, ("image", "shuffled")),
         )
         _check(
@@ -627,10 +627,6 @@ class ComparatorConfig:
         _optional_positive(self, "max_steps_per_epoch", "oneshot_eval_batches")
         _check(self.stop_after_epoch is None or self.stop_after_epoch >= 0, "stop_after_epoch must be >= 0 or none.")
         _finite(self)
-
-
-def _one_of(value: str, choices: tuple[str, ...]) -> bool:
-    return value in choices
 
 
 def _choices(setting: str, value: str, choices: tuple[str, ...]) -> str:

@@ -26,6 +26,17 @@ def _f(v, digits: int = 3) -> str:
     return str(v)
 
 
+def _vs(c: dict | None, accuracy: bool = False, interval: bool = True) -> str:
+    """One comparison cell: InstaNAS minus the comparator in points (with its 95% interval), after
+    the comparator's own accuracy when asked; "n/a" where the comparator has no point there."""
+    if not c:
+        return "n/a"
+    text = f"{c['instanas_minus_pt']:+.1f}"
+    if interval:
+        text += f" [{c['ci_pt'][0]:+.1f}, {c['ci_pt'][1]:+.1f}]"
+    return f"{c['accuracy']:.3f} ({text})" if accuracy else text
+
+
 def awareness_markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -60,8 +71,7 @@ def awareness_markdown(result: dict) -> str:
             per = levels.get("mean_latency_per_level", {})
 
             def vs(key):
-                c = last.get(key)
-                return "n/a" if not c else f"{c['instanas_minus_pt']:+.1f} [{c['ci_pt'][0]:+.1f}, {c['ci_pt'][1]:+.1f}]"
+                return _vs(last.get(key))
 
             lines.append(
                 f"| {SETTING_LABELS[setting]} | {r['accuracy']:.3f} | {r['latency_ms']:.3f} | "
@@ -78,10 +88,9 @@ def awareness_markdown(result: dict) -> str:
         ]
         for setting, r in d["reports"].items():
             for c in r["comparisons"]:
-                cells = []
-                for key in ("static front", "cascade-2", "cascade-3"):
-                    v = c.get(key)
-                    cells.append("n/a" if not v else f"{v['accuracy']:.3f} ({v['instanas_minus_pt']:+.1f})")
+                cells = [
+                    _vs(c.get(key), accuracy=True, interval=False) for key in ("static front", "cascade-2", "cascade-3")
+                ]
                 lines.append(
                     f"| {setting} | {c['model']} | {c['latency_ms']:.3f} | {c['accuracy']:.3f} | "
                     + " | ".join(cells)
@@ -125,14 +134,7 @@ def awareness_rows(result: dict) -> list[dict]:
                     "accuracy": c["accuracy"],
                 }
                 for key in ("static front", "cascade-2", "cascade-3", "random routing"):
-                    v = c.get(key)
-                    row[key] = (
-                        "n/a"
-                        if not v
-                        else (
-                            f"{v['accuracy']:.3f} ({v['instanas_minus_pt']:+.1f} [{v['ci_pt'][0]:+.1f}, {v['ci_pt'][1]:+.1f}])"
-                        )
-                    )
+                    row[key] = _vs(c.get(key), accuracy=True)
                 rows.append(row)
     return rows
 

@@ -33,17 +33,17 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..latency import LatencyTable, TimingConfig, measure_children, time_callable
+from ..latency import LatencyTable, TimingConfig, correlation_summary, fit_calibration, measure_children, time_callable
 from ..meta_graph import MetaGraph
 from ..policy import all_ones_policy, greedy_policy, module_path_policy, sample_policy, sample_random_policy
 from ..reward import cheapest_policy
 from ..rundir import load_checkpoint, stage_dir
-from ..train import build_models, build_split, make_loader, pass_inputs, recalibrate_batchnorm, to_device
+from ..train import build_models, build_split, make_loader, pass_inputs, policy_bits, recalibrate_batchnorm, to_device
 from ..train.data import unpack_batch
 from .evaluate import difficulty_correlation
 from .search import controller_view
 
-__all__ = ["Records", "static_candidates", "policy_key", "collect_records", "random_routing"]
+__all__ = ["Records", "static_candidates", "collect_records", "random_routing", "level_summary"]
 
 
 @dataclass
@@ -69,10 +69,6 @@ class Records:
     calibration: dict = field(default_factory=dict)
     controller_ms: float = 0.0
     routed: dict[str, dict] = field(default_factory=dict)
-
-
-def policy_key(row: torch.Tensor) -> bytes:
-    return row.to(torch.uint8).flatten().numpy().tobytes()
 
 
 def static_candidates(
@@ -208,12 +204,12 @@ def collect_records(
             )
 
     static, names = static_candidates(meta_graph, table, random_children, exp.seed)
-    archs: dict[bytes, int] = {}
+    archs: dict[str, int] = {}
     rows: list[torch.Tensor] = []
     arch_names: list[str] = []
 
     def arch_index(row: torch.Tensor, name: str) -> int:
-        key = policy_key(row)
+        key = policy_bits(row[None])[0]
         if key not in archs:
             archs[key] = len(rows)
             rows.append(row.bool())
@@ -273,15 +269,11 @@ def collect_records(
         ms = measure_children(meta_graph, rec.policies[timed], None, 1, timing, device, passes=2, progress=progress)
     rec.measured = {a: float(v) for a, v in zip(timed, ms.min(1))}
     rec.table_ms = table.estimate(rec.policies).numpy().astype(float)
-    x_t, y_m = rec.table_ms[timed], np.array([rec.measured[a] for a in timed])
-    slope, intercept = np.polyfit(x_t, y_m, 1)
-    rec.ms = slope * rec.table_ms + intercept
-    rec.calibration = {
-        "slope": float(slope),
-        "intercept_ms": float(intercept),
-        "pearson_r": float(np.corrcoef(x_t, y_m)[0, 1]),
-        "timed": len(timed),
-    }
+    measured = np.array([rec.measured[a] for a in timed])
+    fit = fit_calibration(table, rec.policies[timed], measured)  # the profiler's affine fit, on this run's children
+    slope, intercept = fit["coef"]
+    rec.ms = slope * table.raw_estimate(rec.policies).numpy().astype(float) + intercept
+    rec.calibration = {**fit, **correlation_summary(rec.ms[timed], measured), "timed": len(timed)}
     x1 = torch.randn(1, 3, meta_graph.space.resolution, meta_graph.space.resolution, device=device)
     with torch.no_grad():
         rec.controller_ms = time_callable(lambda: controller(x1), timing)["min_ms"]
@@ -294,6 +286,3 @@ def level_summary(level: np.ndarray, latency: np.ndarray) -> dict:
     per = out["mean_latency_per_level"]
     out["ratio_hardest_easiest"] = per[max(per)] / per[min(per)] if per and per[min(per)] > 0 else float("nan")
     return out
-
-
-__all__ += ["level_summary"]

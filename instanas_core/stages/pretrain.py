@@ -119,10 +119,17 @@ def cheapest_macs_policy(meta_graph: MetaGraph) -> torch.Tensor:
 
 
 def pretrain_policies(
-    meta_graph: MetaGraph, batch_size: int, drop_rate: float, cfg: PretrainConfig, generator: torch.Generator, device
+    meta_graph: MetaGraph,
+    batch_size: int,
+    drop_rate: float,
+    cfg: PretrainConfig,
+    generator: torch.Generator,
+    device,
+    cheapest: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """The policies one pre-training step trains, each (B, T, K): the drop-path draw (§3.2, or
-    the per-sample option) and, with the sandwich rule, the largest and the cheapest path."""
+    the per-sample option) and, with the sandwich rule, the largest and the cheapest path
+    (``cheapest``: :func:`cheapest_macs_policy`, counted here when not given)."""
     if cfg.density == "per-sample":
         draw = per_sample_drop_policy(meta_graph, batch_size, drop_rate, generator, device)
     else:  # Each module dropped with the epoch's rate, at least one kept where a cell must run one.
@@ -130,8 +137,8 @@ def pretrain_policies(
     if not cfg.sandwich:
         return [draw]
     largest = all_ones_policy(meta_graph, batch_size, device)
-    cheapest = cheapest_macs_policy(meta_graph).to(device).expand(batch_size, -1, -1)
-    return [largest, cheapest, draw]
+    cheapest = cheapest_macs_policy(meta_graph) if cheapest is None else cheapest
+    return [largest, cheapest.to(device).expand(batch_size, -1, -1), draw]
 
 
 def pretrain_step(
@@ -150,9 +157,11 @@ def pretrain_step(
     loss raises before its update."""
     meta_graph = unwrap(model)
     cfg = cfg or PretrainConfig()
+    # Counted once per pass (forward hooks on every branch), not once per step.
+    cheapest = cheapest_macs_policy(meta_graph) if cfg.sandwich else None
 
     def policies(x: torch.Tensor) -> list[torch.Tensor]:
-        return pretrain_policies(meta_graph, x.shape[0], drop_rate, cfg, generator, x.device)
+        return pretrain_policies(meta_graph, x.shape[0], drop_rate, cfg, generator, x.device, cheapest)
 
     return policy_step(model, policies, optimizer, scheduler, None, dist, execution)
 
