@@ -47,7 +47,7 @@ from .train import resolve_device
 __all__ = ["SETTINGS", "DATASET_PRESETS", "awareness_config", "bench_instance_awareness", "TARGETS"]
 
 # The preset each data set runs at, and its size for --quick.
-DATASET_PRESETS = {"synthetic-difficulty": "difficulty-cpu", "cifar10-jpeg": "cifar10-cpu"}
+DATASET_PRESETS = {"synthetic-difficulty": "difficulty-cpu", "cifar10-jpeg": "cifar10-awareness-cpu"}
 QUICK_OVERRIDES = ("experiment.data_size=1000", "experiment.eval_per_class=30", "pretrain.epochs=2", "search.epochs=3")
 SETTINGS = {
     "options": INSTANCE_AWARE_OPTIONS,
