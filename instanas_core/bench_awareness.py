@@ -41,7 +41,13 @@ from .pipeline import ensure_stage
 from .presets import INSTANCE_AWARE_OPTIONS, get_preset
 from .rundir import stage_dir
 from .stages.awareness import Records, collect_records, level_summary
-from .stages.cascade import bootstrap_interval, cascade_curve, check_budgets, interpolation_weights
+from .stages.cascade import (
+    bootstrap_interval,
+    cascade_curve,
+    check_budgets,
+    interpolation_weights,
+    level_oracle_curve,
+)
 from .train import resolve_device
 
 __all__ = ["SETTINGS", "DATASET_PRESETS", "awareness_config", "bench_instance_awareness", "TARGETS"]
@@ -138,6 +144,12 @@ def _judge(rec: Records, quick: bool, stages: tuple[int, ...] = (2, 3), asked: t
         f"cascade-{k}": cascade_curve(val, test, static_ms, cand, k, budgets, grid) for k in stages if len(cand) >= k
     }
     random_scores = dep["random_correct"]
+    # ---- the level oracle (synthetic-difficulty): a ceiling for routing by difficulty
+    oracle = []
+    if rec.level is not None and rec.val_level is not None:
+        oracle = level_oracle_curve(
+            (rec.val_level, rec.correct["val"]), (rec.level, rec.correct["test"]), static_ms, budgets
+        )
     # ---- accuracy at equal mean latency, per InstaNAS point, with bootstrap intervals
     comparisons = []
     for p, name in zip(points, names):
@@ -152,6 +164,12 @@ def _judge(rec: Records, quick: bool, stages: tuple[int, ...] = (2, 3), asked: t
                     np.stack([r["correct"] for r in rows]).astype(float),
                     p["latency_ms"],
                 )
+        if oracle:
+            others["level oracle"] = _curve_at(
+                np.array([r["latency_ms"] for r in oracle]),
+                np.stack([r["correct"] for r in oracle]).astype(float),
+                p["latency_ms"],
+            )
         if name == deployed:
             others["random routing"] = random_scores
         for oname, scores in others.items():
@@ -200,6 +218,7 @@ def _judge(rec: Records, quick: bool, stages: tuple[int, ...] = (2, 3), asked: t
             k: [{kk: vv for kk, vv in r.items() if kk != "correct"} for r in rows] for k, rows in cascades.items()
         },
         "random_routing_accuracy": float(random_scores.mean()),
+        "level_oracle": [{k: v for k, v in r.items() if k != "correct"} for r in oracle],
         "comparisons": comparisons,
     }
     if rec.level is not None:

@@ -1,6 +1,6 @@
 """Timing-free costs: multiply-accumulates (MACs) and parameter counts (paper §4.1 uses
 latency; FLOPs and parameters are the device-agnostic proxies of Elsken et al. / Zhou et al.,
-§2). Counted with forward hooks on convolutions and linear layers at the real input shape."""
+§2). Counted by PyTorch's FlopCounterMode at the real input shape."""
 
 from __future__ import annotations
 
@@ -16,30 +16,18 @@ def count_params(module: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(module: nn.Module, input_shape: tuple[int, ...], device="cpu") -> int:
-    """Multiply-accumulates of one forward pass at ``input_shape`` (batch included)."""
-    total = 0
+    """Multiply-accumulates of one forward pass at ``input_shape`` (batch included), in eval mode:
+    PyTorch's own :class:`~torch.utils.flop_counter.FlopCounterMode` counts the FLOPs of every
+    convolution and matrix product the forward pass dispatches (2 per multiply-accumulate; element-
+    wise operations, BatchNorm and pooling are not counted, as in the papers' MAC counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def conv_hook(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total += out.numel() * k
-
-    def linear_hook(m: nn.Linear, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        total += out.numel() * m.in_features
-
-    handles = []
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
     was_training = module.training
     module.eval()
+    counter = FlopCounterMode(display=False)
     try:
-        module(torch.zeros(input_shape, device=device))
+        with counter:
+            module(torch.zeros(input_shape, device=device))
     finally:
         module.train(was_training)
-        for h in handles:
-            h.remove()
-    return int(total)
+    return int(counter.get_total_flops()) // 2

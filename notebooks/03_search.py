@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -11,7 +12,6 @@
 #     language: python
 #     name: python3
 # ---
-
 
 # %% [markdown]
 # # 03 · The joint search of controller and meta-graph (§3.1 b, §3.3, Eq. 1-2)

@@ -23,6 +23,7 @@ from instanas_core.stages.cascade import (
     bootstrap_interval,
     cascade_curve,
     fit_cascade,
+    level_oracle_curve,
     run_cascade,
 )
 from instanas_core.stages.pretrain import cheapest_macs_policy, per_sample_drop_policy, pretrain_policies, pretrain_step
@@ -259,6 +260,29 @@ def test_cascade_threshold_is_picked_on_validation_and_applied_to_test():
     other = cascade_curve(val[:2], _two_children(seed=3)[:2], val[2], [0, 1], 2, [3.0])
     assert other[0]["thresholds"] == rows[0]["thresholds"]
     assert val_ms <= 3.0
+
+
+def _levels_and_children(n: int, seed: int):
+    """Level 0 (easy): both children right; level 1 (hard): only the slow child (6 ms) is right."""
+    rng = np.random.default_rng(seed)
+    level = rng.integers(0, 2, n)
+    correct = np.stack([level == 0, np.ones(n, bool)])  # (children, N): cheap 1 ms, slow 6 ms
+    return level, correct
+
+
+@pytest.mark.parametrize("budget, per_level, accuracy", [(6.0, (1.0, 6.0), 1.0), (1.0, (1.0, 1.0), None)])
+def test_level_oracle_picks_children_per_level_on_validation(budget, per_level, accuracy):
+    val, test = _levels_and_children(400, 1), _levels_and_children(300, 2)
+    (row,) = level_oracle_curve(val, test, np.array([1.0, 6.0]), [budget])
+    # The cheapest assignment that is right everywhere: easy images cheap, hard images slow.
+    assert tuple(row["latency_per_level_ms"].values()) == per_level
+    spent = np.where(test[0] == 0, per_level[0], per_level[1])
+    assert row["latency_ms"] == pytest.approx(spent.mean())
+    assert row["accuracy"] == pytest.approx(accuracy if accuracy is not None else (test[0] == 0).mean())
+    assert row["spearman_rho"] > 0.9 if per_level[0] < per_level[1] else row["spearman_rho"] == 0.0
+    # Chosen on validation: other test data, the same children per level.
+    (other,) = level_oracle_curve(val, _levels_and_children(300, 3), np.array([1.0, 6.0]), [budget])
+    assert other["children_per_level"] == row["children_per_level"]
 
 
 def test_random_routing_keeps_the_controllers_histogram():

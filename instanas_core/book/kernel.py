@@ -7,6 +7,11 @@ Jupyter's path inside the environment) whose command is ``python``, which jupyte
 this before anything runs; if ``python3`` would start another interpreter (a user-level spec
 pointing elsewhere, say), it writes a private spec for ``sys.executable`` into a temporary folder
 and puts that first on ``JUPYTER_PATH`` for the run.
+
+The book's kernels talk to the runner over local IPC (Unix-domain sockets in Jupyter's runtime
+folder, readable by this user only) instead of Jupyter's default TCP on localhost: that is the fix
+ipykernel itself suggests for the warning "Kernel is running over TCP without encryption", which
+TCP kernels print at every start (:func:`kernel_manager_class`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Iterator
 from .errors import BookError
 from .notebooks import DEFAULT_NOTEBOOKS_DIR
 
-__all__ = ["resolve_kernel", "numba_cache_dir", "kernel_environment"]
+__all__ = ["resolve_kernel", "numba_cache_dir", "kernel_environment", "kernel_manager_class"]
 
 
 def _python_aliases() -> set[str]:
@@ -75,6 +80,31 @@ def resolve_kernel(kernel_name: str = "python3") -> dict:
         "source": f"private spec ({spec_dir})",
         "jupyter_path": str(folder),
     }
+
+
+# A Unix-domain socket path holds at most 107 bytes; the IPC kernel's sockets are named
+# "<runtime dir>/kernel-<uuid>-ipc-<port>", about 50 bytes after the folder.
+_SOCKET_PATH_MAX = 107 - 50
+
+
+def kernel_manager_class():
+    """The kernel manager the book runs its notebooks with: jupyter_client's own, on IPC transport
+    where Unix-domain sockets exist and Jupyter's runtime folder has a short enough path; otherwise
+    the default TCP (which then prints ipykernel's warning, harmless on a single-user machine)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    if os.name != "posix" or len(os.fsencode(jupyter_runtime_dir())) > _SOCKET_PATH_MAX:
+        return AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        """jupyter_client's kernel manager with ``transport="ipc"``."""
+
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
 
 
 def numba_cache_dir(run_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import BookError
-from .kernel import kernel_environment, resolve_kernel
+from .kernel import kernel_environment, kernel_manager_class, resolve_kernel
 from .notebooks import NotebookSpec, check_parameters, discover_notebooks, read_notebook, select_notebooks
 from .preset import book_preset
 
@@ -212,6 +212,7 @@ def run_book(
                     str(out_path),
                     parameters=params,
                     kernel_name=kernel_name,
+                    kernel_manager_class=kernel_manager_class(),
                     progress_bar=progress,
                     execution_timeout=timeout,
                     start_timeout=180,

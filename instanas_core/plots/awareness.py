@@ -1,6 +1,7 @@
 """The report of ``instanas bench instance-awareness`` (issues 15 and 20): a Markdown summary and
 one figure -- accuracy against measured mean latency per image for InstaNAS, the static front,
-the confidence cascades and random routing, and the latency per difficulty level -- each panel
+the confidence cascades, random routing and (synthetic-difficulty) the level oracle, and the latency
+per difficulty level -- each panel
 labelled with the method it shows (the paper's exact settings or the named options)."""
 
 from __future__ import annotations
@@ -83,18 +84,36 @@ def awareness_markdown(result: dict) -> str:
             "",
             "Accuracy at equal mean latency, every controller epoch of each run (InstaNAS minus comparator, points):",
             "",
-            "| run | epoch | latency ms | accuracy | static front | cascade-2 | cascade-3 |",
-            "|---|---|---|---|---|---|---|",
+            "| run | epoch | latency ms | accuracy | static front | cascade-2 | cascade-3 | level oracle |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for setting, r in d["reports"].items():
             for c in r["comparisons"]:
                 cells = [
-                    _vs(c.get(key), accuracy=True, interval=False) for key in ("static front", "cascade-2", "cascade-3")
+                    _vs(c.get(key), accuracy=True, interval=False)
+                    for key in ("static front", "cascade-2", "cascade-3", "level oracle")
                 ]
                 lines.append(
                     f"| {setting} | {c['model']} | {c['latency_ms']:.3f} | {c['accuracy']:.3f} | "
                     + " | ".join(cells)
                     + " |"
+                )
+        oracle_rows = [(k, o) for k, r in d["reports"].items() for o in r.get("level_oracle", [])]
+        if oracle_rows:
+            lines += [
+                "",
+                "**Level oracle** (a ceiling for routing by difficulty, not a deployable method): each test image's "
+                "known difficulty level picks its child, one fixed child per level, chosen on the validation split "
+                "for each budget. Its rho says in which direction routing pays on this meta-graph.",
+                "",
+                "| run's meta-graph | budget ms | latency ms | accuracy | latency per level ms | rho(level, latency) |",
+                "|---|---|---|---|---|---|",
+            ]
+            for setting, o in oracle_rows:
+                per = " / ".join(f"{v:.2f}" for v in o["latency_per_level_ms"].values())
+                lines.append(
+                    f"| {setting} | {o['budget_ms']:.2f} | {o['latency_ms']:.3f} | {o['accuracy']:.3f} | {per} | "
+                    f"{o['spearman_rho']:+.2f} |"
                 )
         lines += [
             "",
@@ -133,7 +152,7 @@ def awareness_rows(result: dict) -> list[dict]:
                     "latency ms": c["latency_ms"],
                     "accuracy": c["accuracy"],
                 }
-                for key in ("static front", "cascade-2", "cascade-3", "random routing"):
+                for key in ("static front", "cascade-2", "cascade-3", "random routing", "level oracle"):
                     row[key] = _vs(c.get(key), accuracy=True)
                 rows.append(row)
     return rows
@@ -181,6 +200,15 @@ def awareness_figure(result: dict):
                 rows = sorted(r["cascades"].get(name, []), key=lambda c: c["latency_ms"])
                 if rows:
                     ax.plot([c["latency_ms"] for c in rows], [c["accuracy"] for c in rows], style, ms=4, label=name)
+            oracle = sorted(r.get("level_oracle", []), key=lambda c: c["latency_ms"])
+            if oracle:
+                ax.plot(
+                    [c["latency_ms"] for c in oracle],
+                    [c["accuracy"] for c in oracle],
+                    "C4-.d",
+                    ms=4,
+                    label="level oracle (knows difficulty)",
+                )
             pts = r["points"]
             ax.plot(
                 [p["latency_ms"] for p in pts], [p["accuracy"] for p in pts], "C0-*", ms=9, label="InstaNAS (epochs)"

@@ -63,6 +63,7 @@ class Records:
     conf: dict[str, np.ndarray] = field(default_factory=dict)
     correct: dict[str, np.ndarray] = field(default_factory=dict)
     level: np.ndarray | None = None  # test difficulty level (N,), synthetic-difficulty only
+    val_level: np.ndarray | None = None  # ... and validation difficulty level (N_val,)
     ms: np.ndarray | None = None
     table_ms: np.ndarray | None = None
     measured: dict[int, float] = field(default_factory=dict)
@@ -259,6 +260,8 @@ def collect_records(
     for split in loaders:
         rec.conf[split] = np.stack([o[split]["conf"] for o in outputs])
         rec.correct[split] = np.stack([o[split]["correct"] for o in outputs])
+    if has_level:
+        rec.val_level = outputs[0]["val"]["difficulty"]
     meta_graph.load_state_dict(trained_bn, strict=False)
     rec.policies = torch.stack(rows).float()
     # ---- latency: time the static candidates and the deployed controller's most used architectures

@@ -12,6 +12,10 @@ whole test set, spent unevenly on easy and hard images.
   top softmax probability is below the stage's threshold, also run the next child and take its
   answer. The latency of an image is the sum of the stages it ran; thresholds and children are
   chosen on the validation split for each budget and then applied, unchanged, to the test split;
+* :func:`level_oracle_curve` -- a ceiling for routing by difficulty (synthetic-difficulty only):
+  each image's known difficulty level picks its child, one child per level, chosen on the
+  validation split for each budget. It shows what instance-aware routing *could* gain on this
+  meta-graph, and in which direction (more compute for hard images, or less);
 * :func:`bootstrap_interval` -- a percentile bootstrap over test images.
 """
 
@@ -29,6 +33,7 @@ __all__ = [
     "run_cascade",
     "fit_cascade",
     "cascade_curve",
+    "level_oracle_curve",
     "bootstrap_interval",
     "check_budgets",
 ]
@@ -168,6 +173,62 @@ def cascade_curve(
                 "thresholds": list(cascade.thresholds),
                 "val_accuracy": val_acc,
                 "val_latency_ms": val_ms,
+                "accuracy": float(right.mean()),
+                "latency_ms": float(spent.mean()),
+                "correct": right,
+            }
+        )
+    return rows
+
+
+def level_oracle_curve(
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    latency: np.ndarray,
+    budgets: list[float],
+    penalties: int = 200,
+) -> list[dict]:
+    """Routing by the known difficulty level, for each budget: ``val`` and ``test`` are (level (N,),
+    correct (children, N)); ``latency`` (children,). One child per level is picked on validation,
+    maximising ``accuracy_l(c) - lam * latency(c)`` per level over a sweep of ``lam`` (the convex
+    hull of the per-level choices) and keeping the most accurate assignment whose validation mean
+    latency is within the budget; it is then applied to the test images unchanged. Rows as
+    :func:`cascade_curve`'s, plus the child and latency per level."""
+    from scipy.stats import spearmanr
+
+    (v_level, v_correct), (t_level, t_correct) = val, test
+    latency = np.asarray(latency, float)
+    levels = np.unique(v_level)
+    acc = np.stack([v_correct[:, v_level == lv].mean(1) for lv in levels])  # (levels, children)
+    share = np.array([(v_level == lv).mean() for lv in levels])  # (levels,)
+    span = float(acc.max() - acc.min()) / max(float(np.ptp(latency)), 1e-9)
+    assignments = {
+        tuple(int(c) for c in np.argmax(acc - lam * latency, 1))
+        for lam in np.append(0.0, np.geomspace(1e-4 * span, 1e3 * span, penalties))
+    }
+    scored = []
+    for picks in assignments:
+        ms = float((share * latency[list(picks)]).sum())
+        scored.append((float((share * acc[np.arange(len(levels)), list(picks)]).sum()), -ms, picks))
+    rows = []
+    for budget in budgets:
+        fits = [t for t in scored if -t[1] <= budget + 1e-12]
+        if not fits:
+            continue
+        val_acc, neg_ms, picks = max(fits)
+        child = dict(zip(levels.tolist(), picks))
+        per_image = np.array([child[lv] for lv in t_level.tolist()])  # (N,)
+        right = t_correct[per_image, np.arange(len(t_level))]
+        spent = latency[per_image]
+        rho = spearmanr(t_level, spent).statistic if np.ptp(spent) > 0 else 0.0
+        rows.append(
+            {
+                "budget_ms": budget,
+                "children_per_level": {int(k): int(v) for k, v in child.items()},
+                "latency_per_level_ms": {int(k): float(latency[v]) for k, v in child.items()},
+                "spearman_rho": float(rho),
+                "val_accuracy": val_acc,
+                "val_latency_ms": -neg_ms,
                 "accuracy": float(right.mean()),
                 "latency_ms": float(spent.mean()),
                 "correct": right,

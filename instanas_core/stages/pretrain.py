@@ -199,15 +199,26 @@ def _pretrain(
     scheduler = make_schedule(optimizer, pretrain_cfg.schedule, pretrain_cfg.epochs, steps)
     first = resume_training(state, {"meta_graph": meta_graph, "optimizer": optimizer, "scheduler": scheduler})
     metrics = open_metrics(dist, out / "metrics.csv", PRETRAIN_COLUMNS, first)
-    # Drop-path skips modules per sample: ranks use different parameters in a step.
-    model = dist.wrap(meta_graph, find_unused_parameters=True)
     all_modules = all_ones_policy(meta_graph)[0]  # (T, K)
+    wrapped: dict[bool, torch.nn.Module] = {}
+
+    def model_for(rate: float) -> torch.nn.Module:
+        # Drop-path skips modules per sample, so ranks use different parameters in a step and DDP
+        # must look for unused ones; at rate 0 (the first half of the paper's schedule) every
+        # module runs, and that search would be wasted work (and DDP warns about it). The wrapper
+        # is rebuilt when this changes; dropping the old one removes its gradient hooks.
+        skips = rate > 0 or pretrain_cfg.sandwich  # per-sample density also runs everything at rate 0
+        if skips not in wrapped:
+            wrapped.clear()
+            wrapped[skips] = dist.wrap(meta_graph, find_unused_parameters=skips)
+        return wrapped[skips]
 
     def epoch_fn(epoch: int) -> EpochResult:
         # ---- train: one pass of drop-path steps, re-seeded from (seed, epoch)
         inputs = pass_inputs(exp, "pretrain", epoch, 0, train_set, pretrain_cfg.batch_size, device, dist)
         rate = drop_rate_at(epoch, pretrain_cfg.epochs, pretrain_cfg.drop_start, pretrain_cfg.drop_max)
         lr = optimizer.param_groups[0]["lr"]
+        model = model_for(rate)
         model.train()
         step = pretrain_step(model, optimizer, scheduler, rate, inputs.generator, dist, exp.execution, pretrain_cfg)
         tr = run_pass(
