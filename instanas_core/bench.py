@@ -75,6 +75,7 @@ class BenchConfig:
     run_dir: str | None = None  # tradeoff: the run folder (None -> DIR/tradeoff-<preset>); finished stages are loaded
     baseline_budget: str = "same"  # tradeoff: "same" (InstaNAS's epochs, all stages) or "preset" (the book's baseline)
     precision: str = "fp32"  # batched-inference, train-throughput: "fp32" or "bf16" (autocast)
+    runtime: str = "pytorch"  # routed-latency: "onnxruntime" adds the children exported to ONNX, side by side
     # batched-inference, train-throughput: NHWC model and input; None as the stages do (CPU yes, CUDA no)
     channels_last: bool | None = None
     # instance-awareness: the cascades' stage counts, and mean-latency budgets in ms (None: InstaNAS's
@@ -92,6 +93,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        if self.runtime not in ("pytorch", "onnxruntime"):
+            raise ValueError(f"--runtime must be pytorch or onnxruntime, got {self.runtime!r}.")
         bad = [k for k in self.cascade_stages if not 2 <= k <= 4]
         if bad or not self.cascade_stages:
             raise ValueError(
@@ -255,6 +258,8 @@ def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
             "meta_mobilenetv2_path_ms": time_callable(lambda: path(x), timing)["min_ms"],
             "torchvision_mobilenetv2_1.0_ms": time_callable(lambda: mbv2(x), timing)["min_ms"],
         }
+    if cfg.runtime == "onnxruntime":
+        _onnxruntime_latency(graph, controller, policies, per_policy, x, timing, threads, 10 if cfg.quick else 30)
     ratio = np.array([r["routed_ms"] / r["static_ms"] for r in per_policy])
     summary = {
         "policies": n,
@@ -269,6 +274,14 @@ def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
         "routed_ms_mean": float(np.mean([r["routed_ms"] for r in per_policy])),
         **refs,
     }
+    onnx = [r for r in per_policy if "onnxruntime_static_ms" in r]
+    if onnx:
+        summary["onnxruntime_policies"] = len(onnx)
+        summary["pytorch_static_ms_mean"] = float(np.mean([r["static_ms"] for r in onnx]))
+        summary["onnxruntime_static_ms_mean"] = float(np.mean([r["onnxruntime_static_ms"] for r in onnx]))
+        summary["onnxruntime_over_pytorch_median"] = float(
+            np.median([r["onnxruntime_static_ms"] / r["static_ms"] for r in onnx])
+        )
     result = {
         "config": dataclasses.asdict(cfg),
         "raw": per_policy,
@@ -276,6 +289,39 @@ def bench_routed_latency(cfg: BenchConfig, out: Path) -> dict:
         "machine": _machine(cfg, threads),
     }
     return _write(out, "routed-latency", result, [{"figure": k, "value": v} for k, v in summary.items()])
+
+
+def _onnxruntime_latency(graph, controller, policies, per_policy, x, timing, threads: int, count: int) -> None:
+    """The first ``count`` policies again, controller + extracted child exported to ONNX and run in
+    onnxruntime (CPU, one thread), timed interleaved with PyTorch's controller + child at batch 1;
+    adds ``onnxruntime_static_ms`` (and a fresh ``static_ms`` for the pair) to their rows."""
+    import tempfile
+
+    from .export import onnx_callable
+
+    xn = x.cpu().numpy()
+    with tempfile.TemporaryDirectory() as tmp, thread_limit(threads):
+        ort_controller = onnx_callable(controller, x, Path(tmp) / "controller.onnx", "probs")
+        for i, p in enumerate(policies[:count]):
+            child = graph.extract_child(p).to(x.device).eval()
+            ort_child = onnx_callable(child, x, Path(tmp) / f"child_{i}.onnx", "logits")
+
+            def pytorch(child=child):
+                with torch.inference_mode():
+                    controller(x)
+                    return child(x)
+
+            def onnxruntime(ort_child=ort_child):
+                ort_controller(xn)
+                return ort_child(xn)
+
+            best = {"pt": [], "ort": []}
+            for _ in range(3):  # interleaved, best of three
+                best["pt"].append(time_callable(pytorch, timing)["min_ms"])
+                best["ort"].append(time_callable(onnxruntime, timing)["min_ms"])
+            per_policy[i]["pytorch_pair_ms"] = min(best["pt"])
+            per_policy[i]["onnxruntime_static_ms"] = min(best["ort"])
+            per_policy[i]["static_ms"] = min(per_policy[i]["static_ms"], per_policy[i]["pytorch_pair_ms"])
 
 
 # ---- batched-inference ---------------------------------------------------------------------------

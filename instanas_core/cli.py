@@ -138,6 +138,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         help="instance-awareness: which data sets (default synthetic-difficulty, then cifar10-jpeg unless --quick)",
     )
     p.add_argument(
+        "--runtime",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="routed-latency: onnxruntime also times controller + child exported to ONNX, beside PyTorch",
+    )
+    p.add_argument(
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
@@ -169,6 +175,7 @@ def _bench_run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         baseline_budget=args.baseline_budget,
         precision=args.precision,
+        runtime=args.runtime,
         channels_last=args.channels_last,
         cascade_stages=tuple(args.cascade_stages),
         budgets=tuple(args.budgets) if args.budgets else None,
@@ -366,6 +373,55 @@ def _book_run(args: argparse.Namespace) -> int:
 
 
 command("book", "run the notebook book (notebooks/NN_*.py) in order with papermill")((_book_args, _book_run))
+
+
+# ---- export --------------------------------------------------------------------------------------
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from .export import EXPORT_FORMATS
+
+    p.add_argument("--run-dir", required=True, help="a run with a finished search (and, if any, fine-tuning)")
+    p.add_argument("--variant", default="A", help="the variant letter (its fine-tuned model when there is one)")
+    p.add_argument(
+        "--format", default="onnx", choices=EXPORT_FORMATS, help="onnx (checked in onnxruntime) or torch-export"
+    )
+    p.add_argument("--out", required=True, help="output folder: controller, children, manifest.json")
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=["val", "test"],
+        choices=("train", "val", "test"),
+        help="the splits whose images decide which architectures are exported (default val test)",
+    )
+    p.add_argument("--images", type=int, default=None, help="only the first N images of each split (default all)")
+    p.add_argument("--check-images", type=int, default=64, help="test images the export is checked on (0: all)")
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export_variant
+
+    args.preset, args.config, args.dataset, args.device, args.overrides = None, None, None, "cpu", []
+    cfg = resolve_stage_config("evaluate", args)
+    export_cfg = ExportConfig(
+        variant=args.variant,
+        format=args.format,
+        splits=tuple(args.splits),
+        check_images=args.check_images,
+        images=args.images,
+    )
+    manifest = export_variant(cfg, args.run_dir, export_cfg, args.out)
+    check = manifest["check"]
+    worst = max(check["max_abs_error"].values())
+    print(
+        f"exported {manifest['source']}: controller and {len(manifest['children'])} children to {args.out} "
+        f"({args.format}); check on {check['images']} test images: max |error| {worst:.2e} "
+        f"(tolerance {check['tolerance']:.0e}), same policies: {check['same_policies']}"
+    )
+    return 0 if check["passed"] else 1
+
+
+command("export", "export a variant's controller and children (ONNX or torch.export) with a routing manifest")(
+    (_export_args, _export_run)
+)
 
 
 # ---- figures -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -85,7 +86,7 @@ def profile_space(
     }
     if cfg.children:
         policies = sample_children(graph, cfg.children, cfg.seed)
-        measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress)  # (N, 2)
+        measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress, summary)  # (N, 2)
         n_fit = max(4, int(round(cfg.fit_fraction * cfg.children)))
         table.calibration = fit_calibration(table, policies[:n_fit], measured[:n_fit, 0])
         summary.update(_judge(table, policies, measured, n_fit, out / "correlation.csv"))
@@ -121,9 +122,11 @@ def check_table(
     graph = MetaGraph(table.space).to(device).eval()
     controller = build_controller(graph).to(device).eval()
     policies = sample_children(graph, children, cfg.seed + 1)  # (N, T, K)
-    measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress)  # (N, 2)
+    timing: dict = {}
+    measured = _measure(graph, controller, policies, cfg, device, cfg.passes, progress, timing)  # (N, 2)
     summary = {
         **(extra or {}),
+        **timing,
         "config": {"resolution": table.space.resolution, "width_mult": table.space.width_mult},
         "space": table.space.to_dict(),
         "machine": describe_environment(device, cfg.threads),
@@ -135,12 +138,30 @@ def check_table(
     return summary
 
 
-def _measure(graph, controller, policies, cfg: ProfileConfig, device, passes: int, progress: bool) -> np.ndarray:
+def _measure(
+    graph, controller, policies, cfg: ProfileConfig, device, passes: int, progress: bool, summary: dict
+) -> np.ndarray:
     """(N, 2): each child's measured latency (minimum over the even passes) and its repeat (the
-    minimum over the odd ones, the noise floor)."""
+    minimum over the odd ones, the noise floor). Records in ``summary["load"]`` the machine's
+    1-minute load average before and after, so that a figure can say when it was timed under load
+    (other processes on the cores make every measurement noisier and the correlation lower)."""
+    before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with thread_limit(cfg.threads):
         times = measure_children(graph, policies, controller, cfg.threads, cfg.timing, device, passes, progress)
+    after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    summary["load"] = {"load_average_1min": max(before, after), "cpu_count": os.cpu_count(), "threads": cfg.threads}
     return np.stack([times[:, 0::2].min(1), times[:, 1::2].min(1)], axis=1)
+
+
+def load_note(summary: Mapping[str, Any]) -> str:
+    """How loaded the machine was while the children were timed: "" when it was quiet (load at
+    most the timing's own threads + 0.5), else a warning for the figure."""
+    load = summary.get("load")
+    if not load or not np.isfinite(load["load_average_1min"]):
+        return ""
+    if load["load_average_1min"] <= load["threads"] + 0.5:
+        return f"timed on a quiet machine (load {load['load_average_1min']:.1f})"
+    return f"TIMED UNDER LOAD ({load['load_average_1min']:.1f} on {load['cpu_count']} cores):\nr is lower than on a quiet machine"
 
 
 def _judge(table: LatencyTable, policies, measured: np.ndarray, n_fit: int, csv_path: Path) -> dict:
@@ -236,6 +257,7 @@ def load_profile_panel(folder: str | Path) -> dict:
         "resolution": res,
         "title": f"{res} px, width {width}" + (": this run's table" if folder.name == "check" else ": paper's space"),
         "paper_r": paper[0] if paper else None,
+        "load_note": load_note(summary),
         "summary": summary,
     }
 
@@ -245,4 +267,5 @@ def stack_panels(panels: Sequence[Mapping[str, Any]]) -> dict[str, list]:
     keys = ("estimated", "measured", "r", "within10", "resolution", "split", "paper_r")
     out = {k: [p[k] for p in panels] for k in keys}
     out["panel_titles"] = [p["title"] for p in panels]
+    out["load_notes"] = [p.get("load_note", "") for p in panels]
     return out

@@ -19,7 +19,7 @@ LAYERS = [
     ("configuration", {"config", "config_io", "presets", "profile", "rundir", "results", "distributed"}),
     ("training", {"train", "baselines"}),
     ("stages", {"stages", "pipeline"}),
-    ("front ends", {"plots", "book", "bench", "bench_awareness", "cli", "__main__", "__init__"}),
+    ("front ends", {"plots", "book", "bench", "bench_awareness", "export", "cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 MAX_LINES = 700

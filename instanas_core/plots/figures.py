@@ -5,8 +5,10 @@ built without ``pyplot``, so no global figure state leaks between calls, kernels
 
 Conventions: latency in milliseconds per image at batch 1 (the paper's tables print seconds;
 compare those only as ratios), accuracy and error in percent. Every function takes ``context``,
-a second title line naming the preset, data set and device (the notebooks pass
-``BookContext.label``), so a figure that leaves the book still says what it shows.
+a footer naming the preset, data set and device (the notebooks pass ``BookContext.label``), so a
+figure that leaves the book still says what it shows; titles stay on one line. Every figure is
+drawn in one seaborn theme (:func:`theme`, applied per figure, never globally), and seaborn draws
+the distributions (Figure 1's histogram and density, latency per difficulty level).
 
 UMAP (Figure 8) is imported only inside :func:`umap_embed`: importing umap-learn compiles numba
 code for about ten seconds.
@@ -14,9 +16,10 @@ code for about ten seconds.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -27,6 +30,8 @@ from ..pareto import pareto_indices
 
 __all__ = [
     "FIGURE_DPI",
+    "theme",
+    "themed",
     "save_figure",
     "class_counts",
     "pareto_frontier",
@@ -66,15 +71,58 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+@functools.cache
+def theme() -> dict:
+    """seaborn's "whitegrid" style at its "notebook" scale x 0.8, as matplotlib settings."""
+    import seaborn as sns
+
+    return {
+        **sns.axes_style("whitegrid"),
+        **sns.plotting_context("notebook", font_scale=0.8),
+        "axes.titleweight": "bold",
+    }
+
+
+def themed(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the figure of ``fn`` inside seaborn's theme (:func:`theme`), restoring matplotlib's
+    settings afterwards, so that the book's figures look alike and nothing leaks into a user's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(theme()):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _wrap_parts(text: str, width: int, sep: str = " \u00b7 ") -> str:
+    """``text`` on lines of at most ``width`` characters, broken only between its ``sep``-separated
+    parts (a machine name or "rho = -0.02" is never split), a part longer than a line wrapped alone."""
+    lines: list[str] = []
+    for part in text.split(sep):
+        if lines and len(lines[-1]) + len(sep) + len(part) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.extend(textwrap.wrap(part, width, break_on_hyphens=False) or [""])
+    return "\n".join(lines)
+
+
 def _title(fig_or_ax: Any, title: str, context: str = "") -> None:
-    """Title plus a context line, each wrapped to the figure's width so that none is clipped."""
+    """A one-line title (its font shrinks to fit the figure, down to 8 pt, before it wraps) and the
+    run's details as a small grey footer, wrapped between its parts."""
     fig = fig_or_ax if isinstance(fig_or_ax, Figure) else fig_or_ax.figure
-    width = max(30, int(fig.get_figwidth() * 10.5))  # characters per line at ~10-11 pt
-    lines = [textwrap.fill(part, width) for part in (*title.split("\n"), context) if part]
+    inches = fig.get_figwidth()
+    base = 11.0 if isinstance(fig_or_ax, Figure) else 10.0
+    size = max(8.0, min(base, inches * 72 / (0.55 * max(len(title), 1))))  # a character is ~0.55 em wide
+    text = textwrap.fill(title, int(inches * 72 / (0.55 * size))) if "\n" not in title else title
     if isinstance(fig_or_ax, Figure):
-        fig_or_ax.suptitle("\n".join(lines), fontsize=11)
+        fig_or_ax.suptitle(text, fontsize=size, fontweight="bold")
     else:
-        fig_or_ax.set_title("\n".join(lines), fontsize=10)
+        fig_or_ax.set_title(text, fontsize=size)
+    if context:
+        fig.supxlabel(_wrap_parts(context, int(inches * 72 / (0.55 * 7.5))), fontsize=7.5, color="0.35")
 
 
 def _readable_axis(ax: Any, axis: str = "y", min_span: float = 1.0) -> None:
@@ -206,6 +254,7 @@ def plot_sample_grid(
     return fig
 
 
+@themed
 def plot_class_balance(
     splits: Mapping[str, Any], class_names: Sequence[str] | None = None, context: str = "", title: str | None = None
 ) -> Figure:
@@ -283,6 +332,7 @@ def plot_lut_heatmap(table: Any, context: str = "", title: str | None = None) ->
     return fig
 
 
+@themed
 def plot_latency_correlation(
     estimated: Any,
     measured: Any,
@@ -294,6 +344,7 @@ def plot_latency_correlation(
     panel_titles: Sequence[str] | None = None,
     context: str = "",
     title: str | None = None,
+    load_notes: Sequence[str] | None = None,
 ) -> Figure:
     """Figure 4: estimated (look-up table) vs measured child latency, one panel per resolution.
 
@@ -301,7 +352,9 @@ def plot_latency_correlation(
     ``resolution``. ``split`` (per child, ``"fit"``/``"eval"``) marks the children that fitted
     the calibration; ``r`` and ``within10`` (a share, 0..1) are the numbers judged on the others;
     ``paper_r`` the paper's r at that resolution. The band is y = x +-10%. Panels are titled
-    ``"<R> px"`` unless ``panel_titles`` says more.
+    ``"<R> px"`` unless ``panel_titles`` says more. ``load_notes`` (one per panel, see
+    :func:`~instanas_core.profile.load_note`) go under each panel's r, in red when its children
+    were timed under load.
     """
     if np.ndim(resolution) == 0:
         estimated, measured, r, within10, split, paper_r = (
@@ -355,6 +408,12 @@ def plot_latency_correlation(
         ax.set_ylabel("estimated latency (ms, look-up table)")
         ax.set_title(panel, fontsize=10)
         ax.legend(loc="lower right", fontsize=7)
+    for ax, note in zip(axes, load_notes or ()):
+        if note:
+            loaded = note.startswith("TIMED UNDER LOAD")
+            ax.text(
+                0.03, 0.8, note, transform=ax.transAxes, va="top", fontsize=8, color="tab:red" if loaded else "0.35"
+            )
     _title(fig, title or "Figure 4: estimated vs measured latency of sampled child networks", context)
     return fig
 
@@ -398,6 +457,7 @@ def plot_training_curves(
     return fig
 
 
+@themed
 def plot_reward_bounds(
     search_metrics: Any,
     x: str = "epoch",
@@ -440,6 +500,7 @@ def plot_reward_bounds(
     return fig
 
 
+@themed
 def plot_accuracy_vs_latency(
     points: Any,
     x: str = "latency_ms",
@@ -474,6 +535,7 @@ def plot_accuracy_vs_latency(
     return fig
 
 
+@themed
 def plot_latency_distribution(
     latencies: Any,
     bins: int = 30,
@@ -493,7 +555,11 @@ def plot_latency_distribution(
     values = np.concatenate([lat, _to_float(list((reference or {}).values()))]) if reference else lat
     width = max(np.ptp(lat) / bins, np.ptp(values) / 80, 1e-6)
     edges = np.arange(lat.min() - width / 2, lat.max() + width, width)  # (n_bins + 1,)
-    ax.hist(lat, bins=edges, color="tab:blue", alpha=0.75, label=f"InstaNAS, {len(lat):,} images")
+    import seaborn as sns
+
+    # A density estimate only where there is a distribution to estimate (>= 2 distinct latencies).
+    kde = len(np.unique(lat)) > 1
+    sns.histplot(lat, bins=edges, kde=kde, ax=ax, color="tab:blue", alpha=0.6, label=f"InstaNAS, {len(lat):,} images")
     ax.axvline(lat.mean(), color="tab:blue", ls="--", lw=1.5, label=f"mean {lat.mean():.2f} ms")
     colors = iter(("tab:red", "tab:orange", "tab:green", "tab:purple", "black"))
     for name, value in (reference or {}).items():
@@ -506,6 +572,30 @@ def plot_latency_distribution(
 
 
 # ---- notebook 07: the trade-off frontier (Figures 5 and 6) ----------------------------------------
+def _label_points(ax: Any, labels: list[tuple[float, float, str]]) -> None:
+    """Name each point beside it; a label that would overlap one already placed (within ~1.5
+    label heights and widths in axes units) moves down by a label height until it is free, with a
+    thin line back to its point."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    placed: list[tuple[float, float]] = []
+    step_y, near_x = 0.045, 0.08  # a 7-pt label's height and a short label's width, in axes units
+    for x, y, text in sorted(labels, key=lambda t: (-t[1], t[0])):
+        u, v = (x - x0) / max(x1 - x0, 1e-12), (y - y0) / max(y1 - y0, 1e-12)
+        shift = 0
+        while any(abs(u - pu) < near_x and abs(v - shift * step_y - pv) < step_y for pu, pv in placed):
+            shift += 1
+        placed.append((u, v - shift * step_y))
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(4, 3 - shift * step_y * ax.bbox.height * 72 / ax.figure.dpi),
+            textcoords="offset points",
+            fontsize=7,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if shift else None,
+        )
+
+
 def plot_tradeoff_frontier(
     methods: Mapping[str, Any],
     x_label: str = LATENCY_LABEL,
@@ -521,6 +611,7 @@ def plot_tradeoff_frontier(
     fig = _figure(6.6, 4.6)
     ax = fig.subplots()
     markers = iter("osD^vP*X<>")
+    labels: list[tuple[float, float, str]] = []
     for method, data in methods.items():
         if isinstance(data, Mapping):
             lat, err, names = _to_float(data["latency"]), _to_float(data["error"]), data.get("names")
@@ -542,10 +633,11 @@ def plot_tradeoff_frontier(
             label=f"{method} ({len(lat)})",
         )
         for i in range(len(lat)) if names is not None else ():
-            ax.annotate(str(names[i]), (lat[i], err[i]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+            labels.append((float(lat[i]), float(err[i]), str(names[i])))
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     _readable_axis(ax, "y")
+    _label_points(ax, labels)
     ax.grid(alpha=0.3)
     ax.legend(title="method (models)", fontsize=8)
     _title(ax, title, context)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from .figures import BOX_COLORS, LATENCY_LABEL, _figure, _title, _to_float, _to_hwc
+from .figures import BOX_COLORS, LATENCY_LABEL, _figure, _title, _to_float, _to_hwc, themed
 
 __all__ = [
     "plot_sorted_by_latency",
@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 
+@themed
 def plot_sorted_by_latency(
     images: Sequence[Any],
     rel_latency: Sequence[Any],
@@ -54,6 +55,7 @@ def plot_sorted_by_latency(
     return fig
 
 
+@themed
 def plot_difficulty_vs_latency(
     difficulty: Any,
     latency: Any,
@@ -72,9 +74,14 @@ def plot_difficulty_vs_latency(
     ax = fig.subplots()
     levels = np.unique(d)
     if len(levels) <= 12:
-        data = [lat[d == v] for v in levels]
-        ax.boxplot(data, positions=np.arange(len(levels)), widths=0.6, showfliers=False)
-        ax.scatter(np.arange(len(levels)), [x.mean() for x in data], color="tab:red", zorder=3, s=18, label="mean")
+        import seaborn as sns
+
+        # Box per level, every image as a jittered point over it, and the level's mean.
+        position = np.searchsorted(levels, d)  # (N,) 0..levels-1
+        sns.boxplot(x=position, y=lat, ax=ax, color="0.85", width=0.6, showfliers=False, native_scale=True)
+        sns.stripplot(x=position, y=lat, ax=ax, size=2.5, alpha=0.35, jitter=0.25, color="tab:blue", native_scale=True)
+        means = [lat[d == v].mean() for v in levels]
+        ax.scatter(np.arange(len(levels)), means, color="tab:red", zorder=3, s=24, label="mean")
         ax.set_xticks(np.arange(len(levels)), [f"{v:g}\n({(d == v).sum()})" for v in levels])
         ax.set_xlabel(f"{difficulty_label} (images)")
     else:
@@ -143,6 +150,7 @@ def umap_embed(probs: Any, seed: int = 0, n_neighbors: int = 15, min_dist: float
         return np.asarray(reducer.fit_transform(p), dtype=np.float64)
 
 
+@themed
 def plot_umap(
     embedding: Any,
     latency: Any,
