@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	$(PY) -m pip install --quiet -e ".[notebooks,test,export]"
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -450,6 +450,24 @@ command("figures", "copy a finished book run's PNG figures to figures/ with a RE
 )
 
 
+# ---- render --------------------------------------------------------------------------------------
+def _render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="a finished book run")
+    p.add_argument("--out", required=True, help="destination folder: one HTML page per notebook and index.html")
+
+
+def _render_run(args: argparse.Namespace) -> int:
+    from .book import render_book
+
+    print(f"rendered {args.run_dir}: open {render_book(args.run_dir, args.out)}")
+    return 0
+
+
+command("render", "render a finished book run as HTML pages (figures embedded) with an index")(
+    (_render_args, _render_run)
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instanas", description="InstaNAS reproduction: stages, latency profiling and the notebook book."

@@ -4,7 +4,7 @@ its figures and tables, run in order with papermill.
 Two halves, each in its own modules:
 
 * the **runner** -- :mod:`.runner` (:func:`run_book`, ``instanas book``, the manifest that lets a
-  re-run resume, :func:`export_figures`), :mod:`.notebooks` (the notebooks and the name and type
+  re-run resume, :func:`export_figures`), :mod:`.render` (:func:`render_book`: the run as HTML pages), :mod:`.notebooks` (the notebooks and the name and type
   checks of their parameters) and :mod:`.kernel` (the kernel is this interpreter);
 * the **notebook helpers**, which keep each notebook cell to one call: :mod:`.context`
   (:func:`start`, :class:`BookContext`), :mod:`.splits` (notebook 00's data), :mod:`.profiling`
@@ -26,7 +26,7 @@ and as ``book.X``.
 from .. import pipeline
 from ..pipeline import *
 from ..profile import load_profile_panel, stack_panels
-from . import context, errors, kernel, notebooks, preset, profiling, records, runner, splits, tables, training
+from . import context, errors, kernel, notebooks, preset, profiling, records, render, runner, splits, tables, training
 from .context import *
 from .errors import *
 from .kernel import *
@@ -34,6 +34,7 @@ from .notebooks import *
 from .preset import *
 from .profiling import *
 from .records import *
+from .render import *
 from .runner import *
 from .splits import *
 from .tables import *
@@ -46,6 +47,7 @@ __all__ = [
     *notebooks.__all__,
     *kernel.__all__,
     *runner.__all__,
+    *render.__all__,
     # the notebook helpers
     *context.__all__,
     *splits.__all__,
