@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -308,6 +309,9 @@ def bench_instance_awareness(cfg, out: Path) -> dict:
         # Written after each data set: a long benchmark stopped later keeps what it measured.
         result["pending"] = datasets[len(result["datasets"]) :]
         result["seconds"] = time.time() - t0
+        # How busy the machine was while this data set's latencies were measured (1-minute load
+        # average at the end of its analysis): other processes make every timing noisier.
+        result.setdefault("load_average", {})[dataset] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         _write_report(result, out)
     result["summary"] = {d: v["targets"] for d, v in result["datasets"].items()}
     return result

@@ -130,7 +130,15 @@ def awareness_markdown(result: dict) -> str:
         lines += [f"**Not run (the benchmark stopped before them):** {', '.join(result['pending'])}.", ""]
     lines += [
         f"Measured on {m['device_name']} ({m['device']}), torch {m['torch']}, {m['date']}; batch-1 latency, one thread, "
-        f"minimum over 2 passes. Total {result['seconds'] / 60:.1f} min.",
+        f"minimum over 2 passes. Total {result['seconds'] / 60:.1f} min."
+        + (
+            " Load average (1 min) at the end of each data set's analysis: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result["load_average"].items() if v is not None)
+            + f" on {m.get('cpu_count', '?')} cores (above the timing's 1 thread, other processes ran and the "
+            "measured latencies are noisier; the calibration's r shows how much)."
+            if result.get("load_average")
+            else ""
+        ),
         "",
         "Settings: " + "; ".join(f"`{k}`: {' '.join(v) or '(paper defaults)'}" for k, v in result["settings"].items()),
         "",
