@@ -273,8 +273,10 @@ def bench_instance_awareness(cfg, out: Path) -> dict:
     device = resolve_device(cfg.device)
     timing = TimingConfig(min_run_time=0.02, blocks=3)
     result = {"config": dataclasses.asdict(cfg), "settings": {k: list(v) for k, v in SETTINGS.items()}, "datasets": {}}
+    earlier = _earlier_datasets(out, cfg, datasets)
     t0 = time.time()
     for dataset in datasets:
+        t_data = time.time()
         reports = {}
         for setting in SETTINGS:
             run_cfg = awareness_config(dataset, setting, cfg.quick)
@@ -300,6 +302,13 @@ def bench_instance_awareness(cfg, out: Path) -> dict:
                 )
             reports[setting] = _judge(rec, cfg.quick, cfg.cascade_stages, cfg.budgets)
         result["datasets"][dataset] = {
+            "measured": {
+                "date": describe_environment(cfg.device, 1)["date"],
+                "minutes": (time.time() - t_data) / 60,
+                # How busy the machine was while this data set's latencies were measured (1-minute
+                # load average at the end of its analysis): other processes make every timing noisier.
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            },
             "preset": DATASET_PRESETS[dataset],
             "quick_overrides": list(QUICK_OVERRIDES) if cfg.quick and dataset == "synthetic-difficulty" else [],
             "targets_asked": TARGETS[dataset],
@@ -309,12 +318,35 @@ def bench_instance_awareness(cfg, out: Path) -> dict:
         # Written after each data set: a long benchmark stopped later keeps what it measured.
         result["pending"] = datasets[len(result["datasets"]) :]
         result["seconds"] = time.time() - t0
-        # How busy the machine was while this data set's latencies were measured (1-minute load
-        # average at the end of its analysis): other processes make every timing noisier.
-        result.setdefault("load_average", {})[dataset] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        # Data sets measured by an earlier invocation into the same folder and not re-run now are
+        # kept, each with its own date (re-running one data set does not discard the others).
+        result["datasets"] = {
+            d: result["datasets"].get(d) or earlier[d]
+            for d in DATASET_PRESETS
+            if d in result["datasets"] or d in earlier
+        }
         _write_report(result, out)
     result["summary"] = {d: v["targets"] for d, v in result["datasets"].items()}
     return result
+
+
+def _earlier_datasets(out: Path, cfg, datasets: list[str]) -> dict:
+    """The data sets of an earlier full (not ``--quick``) report in ``out`` that this run does not
+    re-measure, each labelled with when it was measured."""
+    path = out / "instance-awareness.json"
+    if cfg.quick or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("config", {}).get("quick"):
+        return {}
+    kept = {}
+    for name, entry in old.get("datasets", {}).items():
+        if name not in datasets:
+            entry.setdefault(
+                "measured", {"date": old.get("machine", {}).get("date"), "minutes": None, "load_average": None}
+            )
+            kept[name] = entry
+    return kept
 
 
 def _write_report(result: dict, out: Path) -> None:

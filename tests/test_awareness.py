@@ -4,11 +4,14 @@ the report's comparisons."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from instanas_core.bench_awareness import _judge, _targets
+from instanas_core.bench_awareness import _earlier_datasets, _judge, _targets
+from instanas_core.bench import BenchConfig
 from instanas_core.cli import main
 from instanas_core.config_io import apply_overrides
 from instanas_core.latency import TimingConfig
@@ -95,3 +98,19 @@ def test_report_compares_at_equal_latency(tiny_run):
         targets
     )
     assert all(isinstance(t.get("met", False), bool) for t in targets.values())
+    # synthetic-difficulty has levels: the level oracle (a ceiling, picked on validation) is reported
+    assert report["level_oracle"] and "level oracle" in last
+    assert all(set(o["latency_per_level_ms"]) == {0, 1, 2, 3, 4} for o in report["level_oracle"])
+
+
+@pytest.mark.parametrize("quick, kept", [(False, ["cifar10-jpeg"]), (True, [])])
+def test_a_rerun_of_one_data_set_keeps_the_others(tmp_path, quick, kept):
+    earlier = {
+        "config": {"quick": False},
+        "machine": {"date": "then"},
+        "datasets": {"synthetic-difficulty": {}, "cifar10-jpeg": {}},
+    }
+    (tmp_path / "instance-awareness.json").write_text(json.dumps(earlier))
+    got = _earlier_datasets(tmp_path, BenchConfig(quick=quick), ["synthetic-difficulty"])
+    assert list(got) == kept
+    assert all(v["measured"]["date"] == "then" for v in got.values())

@@ -54,6 +54,21 @@ def awareness_markdown(result: dict) -> str:
     ]
     for dataset, d in result["datasets"].items():
         lines += [f"## {dataset} (preset `{d['preset']}`)", ""]
+        when = d.get("measured")
+        if when:
+            load = when.get("load_average")
+            lines += [
+                f"Measured {when.get('date')}"
+                + (f", {when['minutes']:.1f} min" if when.get("minutes") is not None else "")
+                + (
+                    f"; load average {load:.1f} on {m.get('cpu_count', '?')} cores at the end of the analysis"
+                    + (" (other processes ran: measured latencies are noisier)" if load > 1.5 else "")
+                    if load is not None
+                    else ""
+                )
+                + ".",
+                "",
+            ]
         if d["quick_overrides"]:
             lines += [f"`--quick` overrides: `{' '.join(d['quick_overrides'])}`.", ""]
         lines += [f"Targets asked: {d['targets_asked']}.", "", "| target | measured | met |", "|---|---|---|"]
@@ -130,15 +145,7 @@ def awareness_markdown(result: dict) -> str:
         lines += [f"**Not run (the benchmark stopped before them):** {', '.join(result['pending'])}.", ""]
     lines += [
         f"Measured on {m['device_name']} ({m['device']}), torch {m['torch']}, {m['date']}; batch-1 latency, one thread, "
-        f"minimum over 2 passes. Total {result['seconds'] / 60:.1f} min."
-        + (
-            " Load average (1 min) at the end of each data set's analysis: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in result["load_average"].items() if v is not None)
-            + f" on {m.get('cpu_count', '?')} cores (above the timing's 1 thread, other processes ran and the "
-            "measured latencies are noisier; the calibration's r shows how much)."
-            if result.get("load_average")
-            else ""
-        ),
+        f"minimum over 2 passes. This invocation took {result['seconds'] / 60:.1f} min.",
         "",
         "Settings: " + "; ".join(f"`{k}`: {' '.join(v) or '(paper defaults)'}" for k, v in result["settings"].items()),
         "",
