@@ -2,9 +2,8 @@
 (figures embedded, tables as rendered by the notebook) and an ``index.html`` that lists them with
 the paper section each covers, the time it took and the figures it made.
 
-``instanas render --run-dir RUN --out DIR``. The repository commits the reference run rendered
-this way (``book/``), because executed notebooks are git-ignored and the ``.py`` notebooks carry
-no outputs: a reader of the repository sees every figure inside its notebook there.
+``instanas render --run-dir RUN --out DIR``. Executed notebooks are git-ignored and the ``.py``
+notebooks carry no outputs; rendered, a run shows every figure inside its notebook in a browser.
 """
 
 from __future__ import annotations
