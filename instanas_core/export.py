@@ -164,6 +164,8 @@ class ExportedRouter:
 
 
 def split_images(cfg: Config, split: str, device, limit: int | None) -> torch.Tensor:
+    """The first ``limit`` (None: all) images of ``split`` as the evaluation transform gives them,
+    in the data set's order. (N, 3, H, W)."""
     exp = cfg.experiment
     loader = make_loader(build_split(exp, split, augment=False), 256, False, 0, exp, device, train=False)
     return torch.cat([unpack_batch(b, ("image", "label"))["image"] for b in loader])[:limit]  # (N, 3, H, W)
