@@ -158,19 +158,13 @@ def _judge(rec: Records, quick: bool, stages: tuple[int, ...] = (2, 3), asked: t
         row = {"model": name, "latency_ms": p["latency_ms"], "accuracy": p["accuracy"]}
         row["accuracy_ci"] = bootstrap_interval(mine)
         others = {"static front": _curve_at(front_lat, front_correct, p["latency_ms"])}
-        for cname, rows in cascades.items():
+        for cname, rows in {**cascades, "level oracle": oracle}.items():
             if rows:
                 others[cname] = _curve_at(
                     np.array([r["latency_ms"] for r in rows]),
                     np.stack([r["correct"] for r in rows]).astype(float),
                     p["latency_ms"],
                 )
-        if oracle:
-            others["level oracle"] = _curve_at(
-                np.array([r["latency_ms"] for r in oracle]),
-                np.stack([r["correct"] for r in oracle]).astype(float),
-                p["latency_ms"],
-            )
         if name == deployed:
             others["random routing"] = random_scores
         for oname, scores in others.items():

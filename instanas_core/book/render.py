@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..ownership import FolderLock, claim, open_output_folder
 from .errors import BookError
-from .runner import MANIFEST_FILE, read_manifest
+from .runner import finished_book
 
 __all__ = ["render_book"]
 
@@ -34,16 +34,8 @@ def render_book(run_dir: str | Path, out: str | Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    run = Path(run_dir).expanduser().resolve()
-    manifest = read_manifest(run)
-    if manifest is None:
-        raise BookError(f"{run} holds no book run ({MANIFEST_FILE} is missing); run `instanas book` first.")
-    entries = manifest.get("notebooks", {})
-    unfinished = [n for n, e in entries.items() if e.get("status") != "complete"]
-    if unfinished or not entries:
-        raise BookError(
-            f"{run}: notebooks not complete ({', '.join(unfinished) or 'none ran'}); finish the book first."
-        )
+    run, manifest = finished_book(run_dir)
+    entries = manifest["notebooks"]
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     out = open_output_folder(out, "render")
     rows = []

@@ -27,6 +27,7 @@ from .preset import book_preset
 
 __all__ = [
     "MANIFEST_FILE",
+    "finished_book",
     "DEFAULT_CELL_TIMEOUT_S",
     "read_manifest",
     "run_book",
@@ -304,6 +305,22 @@ def run_book_command(args: Any) -> int:
 
 
 # ---- exported figures ---------------------------------------------------------------------------
+def finished_book(run_dir: str | Path) -> tuple[Path, dict]:
+    """(run folder, manifest) of a book run whose notebooks all completed; a one-paragraph
+    :class:`BookError` otherwise."""
+    run = Path(run_dir).expanduser().resolve()
+    manifest = read_manifest(run)
+    if manifest is None:
+        raise BookError(f"{run} holds no book run ({MANIFEST_FILE} is missing); run `instanas book` first.")
+    notebooks = manifest.get("notebooks", {})
+    unfinished = [n for n, e in notebooks.items() if e.get("status") != "complete"]
+    if unfinished or not notebooks:
+        raise BookError(
+            f"{run}: notebooks not complete ({', '.join(unfinished) or 'none ran'}); finish the book first."
+        )
+    return run, manifest
+
+
 def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = None, force: bool = False) -> Path:
     """Copy the PNG figures of a finished book run into ``dest`` (the repository's ``figures/``)
     with a README that says what made them: preset, data set, machine, command, commit, the
@@ -318,16 +335,7 @@ def export_figures(run_dir: str | Path, dest: str | Path, command: str | None = 
     from ..ownership import FolderLock, claim, foreign_entries, recorded_files, start_manifest
     from ..ownership import read_manifest as read_manifest_of
 
-    run = Path(run_dir).expanduser().resolve()
-    manifest = read_manifest(run)
-    if manifest is None:
-        raise BookError(f"{run} holds no book run ({MANIFEST_FILE} is missing); run `instanas book` first.")
-    notebooks = manifest.get("notebooks", {})
-    unfinished = [n for n, e in notebooks.items() if e.get("status") != "complete"]
-    if unfinished or not notebooks:
-        raise BookError(
-            f"{run}: notebooks not complete ({', '.join(unfinished) or 'none ran'}); finish the book first."
-        )
+    run, manifest = finished_book(run_dir)
     pngs = sorted((run / "figures").glob("*.png"))
     out = Path(dest)
     if out.exists() and not out.is_dir():

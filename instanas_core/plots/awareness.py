@@ -211,19 +211,15 @@ def awareness_figure(result: dict):
                 ms=4,
                 label="static front (val-picked)",
             )
-            for name, style in (("cascade-2", "C1--s"), ("cascade-3", "C2:^")):
-                rows = sorted(r["cascades"].get(name, []), key=lambda c: c["latency_ms"])
+            curves = (
+                (r["cascades"].get("cascade-2", []), "C1--s", "cascade-2"),
+                (r["cascades"].get("cascade-3", []), "C2:^", "cascade-3"),
+                (r.get("level_oracle", []), "C4-.d", "level oracle (knows difficulty)"),
+            )
+            for rows, style, label in curves:
+                rows = sorted(rows, key=lambda c: c["latency_ms"])
                 if rows:
-                    ax.plot([c["latency_ms"] for c in rows], [c["accuracy"] for c in rows], style, ms=4, label=name)
-            oracle = sorted(r.get("level_oracle", []), key=lambda c: c["latency_ms"])
-            if oracle:
-                ax.plot(
-                    [c["latency_ms"] for c in oracle],
-                    [c["accuracy"] for c in oracle],
-                    "C4-.d",
-                    ms=4,
-                    label="level oracle (knows difficulty)",
-                )
+                    ax.plot([c["latency_ms"] for c in rows], [c["accuracy"] for c in rows], style, ms=4, label=label)
             pts = r["points"]
             ax.plot(
                 [p["latency_ms"] for p in pts], [p["accuracy"] for p in pts], "C0-*", ms=9, label="InstaNAS (epochs)"
