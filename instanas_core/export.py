@@ -225,7 +225,8 @@ def export_variant(cfg: Config, run_dir: str | Path, export_cfg: ExportConfig, o
     order = np.argsort(-counts, kind="stable")
     out = open_output_folder(out, "export")
     ext = _EXT[export_cfg.format]
-    example = images[export_cfg.splits[-1]][:2].float().contiguous()
+    # Two images: torch.export specialises a dimension of size 1, and the batch must stay dynamic.
+    example = images[export_cfg.splits[-1]][:1].float().repeat(2, 1, 1, 1).contiguous()  # (2, 3, H, W)
     _write(controller, example, claim(out / f"controller.{ext}"), export_cfg.format, "probs")
     children = []
     for n, i in enumerate(order):
