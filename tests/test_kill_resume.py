@@ -29,8 +29,8 @@ from test_stages import write_mac_table
 TIMED_COLUMNS = {"seconds", "measured_latency_ms"}
 # (stage, extra arguments, kills): smoke settings lengthened a little so kills land mid-run.
 CASES = [
-    ("pretrain", ["--set", "epochs=4"], 2),
-    ("search", ["--set", "epochs=4"], 2),
+    ("pretrain", ["--set", "epochs=3"], 2),
+    ("search", ["--set", "epochs=3"], 2),
     ("finetune", ["--set", "epochs=3"], 2),
     ("baseline", ["--model", "mobilenetv2-0.4", "--set", "epochs=3"], 2),
 ]
