@@ -272,12 +272,25 @@ def resolve_stage_config(stage: str, args: argparse.Namespace):
     return apply_overrides(cfg, [f"{key}={value}" for key, value, _ in options] + list(args.overrides), section=stage)
 
 
+def _sets_data_root(overrides: list[str]) -> bool:
+    """Whether ``--set`` moves the data root: ``evaluate`` then re-evaluates the finished run's
+    variants and baselines there (:mod:`instanas_core.stages.reevaluate`) instead of one model."""
+    return any(item.split("=", 1)[0].strip().split(".")[-1] == "data_root" for item in overrides)
+
+
 def _stage_runner(stage: str):
     def run(args: argparse.Namespace) -> int:
         from .data import DatasetError
         from .stages import STAGE_RUNNERS
 
         runner, fmt = STAGE_RUNNERS[stage]
+        if stage == "evaluate" and _sets_data_root(args.overrides):
+            from .stages.reevaluate import format_reevaluate_summary, reevaluate_run
+
+            def runner(cfg, run_dir, resume, overwrite, progress):  # the run's models, on another test split
+                return reevaluate_run(cfg, run_dir, progress)
+
+            fmt = format_reevaluate_summary
         try:
             cfg = resolve_stage_config(stage, args)
             summary = runner(cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -294,7 +307,12 @@ for _name, _help in (
     ("pretrain", "stage (a): pre-train the meta-graph with drop-path (§3.2)"),
     ("search", "stage (b): jointly train controller and meta-graph with the dynamic reward (§3.3)"),
     ("finetune", "stage (c): fine-tune or re-train the meta-graph under a picked controller (§3.1, §4.2)"),
-    ("evaluate", "accuracy, latency (table and measured), architecture statistics, per-sample records"),
+    (
+        "evaluate",
+        "accuracy, latency (table and measured), architecture statistics, per-sample records; with "
+        "--set data_root=DIR, every finished variant and baseline of the run re-evaluated on DIR's test split "
+        "into RUN/reevaluate-*/ (no training)",
+    ),
 ):
     command(_name, _help)((_stage_args, _stage_runner(_name)))
 

@@ -51,6 +51,7 @@ made = book.ensure_variant(ctx.cfg, ctx.run_dir, variant)
 records = book.load_records(made["folder"])
 n, t, k = records["probs"].shape
 assert (n, t, k) == records["policy"].shape and ((records["probs"] >= 0) & (records["probs"] <= 1)).all()
+book.check_spread(ctx.cfg, records["policy"], f"Figure 8 (variant {variant})")  # CPU presets: >= 3 architectures
 print(f"variant {variant}: {n} test images, probability vectors of {t} cells x {k} modules, "
       f"{made['evaluate']['distinct_policies']} distinct architectures")
 

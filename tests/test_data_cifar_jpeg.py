@@ -25,19 +25,23 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 
 
 def write_packed(
-    folder: Path, blobs: list[bytes] | None = None, labels: list[int] | None = None
+    folder: Path,
+    blobs: list[bytes] | None = None,
+    labels: list[int] | None = None,
+    name: str = "train.npz",
+    per_class: int = PER_CLASS,
 ) -> tuple[Path, np.ndarray]:
-    """A packed file of ``PER_CLASS`` flat-coloured 32x32 images per class (colour = class)."""
-    rng = np.random.default_rng(0)
+    """A packed file of ``per_class`` flat-coloured 32x32 images per class (colour = class)."""
+    rng = np.random.default_rng(0 if name == "train.npz" else 1)
     if blobs is None:
-        labels = [c for c in range(10) for _ in range(PER_CLASS)]
+        labels = [c for c in range(10) for _ in range(per_class)]
         pixels = np.stack([np.full((32, 32, 3), 20 * c + 5, np.uint8) for c in labels])
         pixels[:, 8:16, 8:16] = rng.integers(0, 256, (len(labels), 8, 8, 3), dtype=np.uint8)
         blobs = [_jpeg(p) for p in pixels]
     folder.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
     jpeg = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-    np.savez(folder / "train.npz", jpeg=jpeg, offsets=offsets, labels=np.asarray(labels, dtype=np.int64))
+    np.savez(folder / name, jpeg=jpeg, offsets=offsets, labels=np.asarray(labels, dtype=np.int64))
     return folder, offsets
 
 
@@ -157,3 +161,67 @@ def test_the_real_file_holds_50000_images_5000_per_class(tmp_path):
     image, label = parts["train"][0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and 0 <= label < 10
     assert parts["test"].images.float().mean() > 50  # real images, not zeros
+
+
+# ---- a test split of its own: test.npz beside train.npz (issue 16) -------------------------------
+def test_a_test_file_is_the_whole_test_split(tmp_path):
+    from instanas_core.data import dataset_title, external_test_split
+
+    root, _ = write_packed(tmp_path / "data")
+    assert not external_test_split("cifar10-jpeg", root)
+    assert dataset_title("cifar10-jpeg", root) == "CIFAR-10 (JPEG q75)"
+    write_packed(root, name="test.npz", per_class=3)
+    assert external_test_split("cifar10-jpeg", root)
+    assert dataset_title("cifar10-jpeg", root) == "CIFAR-10 test (JPEG q75)"
+    parts = {split: _build(root, split, tmp_path) for split in ("train", "val", "test")}
+    # validation is carved from the training file alone; the test file is used whole
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [10 * (PER_CLASS - 2), 20, 30]
+    with np.load(root / "test.npz") as z:
+        labels = z["labels"]
+    assert parts["test"].targets.tolist() == labels.tolist()
+    # the test images are the test file's (its random patch), not training images
+    test_patch = parts["test"].images[0, :, 8:16, 8:16].float()
+    train_patches = torch.stack(
+        [img[:, 8:16, 8:16].float() for img, y in zip(parts["train"].images, parts["train"].targets) if y == 0]
+    )
+    assert (train_patches - test_patch).abs().mean(dim=(1, 2, 3)).min() > 10
+
+
+def test_build_split_uses_the_whole_test_file_whatever_eval_per_class(tmp_path, monkeypatch):
+    from instanas_core.config import ExperimentConfig
+    from instanas_core.train import build_split
+
+    # the default split keeps 500 validation images per class out of the training file
+    monkeypatch.setenv("INSTANAS_DATA", str(tmp_path / "data-root"))  # the decoded cache goes there
+    root, _ = write_packed(tmp_path / "data", per_class=502)
+    write_packed(root, name="test.npz", per_class=3)
+    exp = ExperimentConfig(dataset="cifar10-jpeg", data_root=str(root), eval_per_class=1, train_per_class=2)
+    assert len(build_split(exp, "val", augment=False)) == 10  # eval_per_class still subsets validation
+    assert len(build_split(exp, "train", augment=False)) == 20
+    assert len(build_split(exp, "test", augment=False)) == 30
+
+
+def _bad_test_file(root: Path, what: str) -> None:
+    good = [_jpeg(np.full((32, 32, 3), 9, np.uint8))] * 10
+    if what == "size":
+        write_packed(root, [_jpeg(np.zeros((40, 40, 3), np.uint8))] + good[1:], list(range(10)), name="test.npz")
+    elif what == "classes":
+        write_packed(root, good, list(range(9)) + [10], name="test.npz")
+    else:
+        write_packed(root, [b"\xff\xd8 not a jpeg"] + good[1:], list(range(10)), name="test.npz")
+
+
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("size", "is 40x40, but a CIFAR-10 packed file must hold 32x32"),
+        ("classes", "labels must lie in 0..9"),
+        ("jpeg", "cannot be decoded"),
+    ],
+)
+def test_a_bad_test_file_is_refused_naming_it(tmp_path, what, message):
+    root, _ = write_packed(tmp_path / "data")
+    _bad_test_file(root, what)
+    with pytest.raises(DatasetError, match=message) as err:
+        _build(root, "test", tmp_path)
+    assert str(root / "test.npz") in str(err.value)

@@ -13,7 +13,7 @@ from instanas_core.config import PretrainConfig, SearchConfig
 from instanas_core.flops import count_macs
 from instanas_core.meta_graph import build_meta_graph
 from instanas_core.policy import all_ones_policy, is_valid_policy, policy_entropy, sample_policy
-from instanas_core.presets import INSTANCE_AWARE_OPTIONS, PRESETS, get_preset
+from instanas_core.presets import INSTANCE_AWARE_OPTIONS, PRESETS, get_preset, method_label, named_options
 from instanas_core.reward import RewardBounds, combined_reward, monotone_reward, schedule_fraction
 from instanas_core.search_space import make_search_space
 from instanas_core.stages.awareness import random_routing
@@ -38,9 +38,19 @@ def graph():
 
 
 # ---- the paper's method stays the default --------------------------------------------------------
+# The CPU presets of the book search with the named options (issue 15); every other preset, the
+# paper's included, runs the paper's exact method.
+OPTION_PRESETS = {"cpu", "cifar10-cpu"}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_default_to_the_paper_method(preset):
     cfg = get_preset(preset)
+    if preset in OPTION_PRESETS:
+        assert set(named_options(cfg)) == set(INSTANCE_AWARE_OPTIONS)
+        assert method_label(cfg).startswith("named options INSTANCE_AWARE_OPTIONS")
+        return
+    assert named_options(cfg) == () and method_label(cfg) == "paper-exact method"
     assert (cfg.pretrain.density, cfg.pretrain.sandwich, cfg.pretrain.recalibrate_bn) == ("drop-path", False, 0)
     s = cfg.search
     assert (s.baseline, s.samples, s.bound_schedule, s.bound_end_share, s.reward) == (
@@ -51,6 +61,60 @@ def test_presets_default_to_the_paper_method(preset):
         "eq2",
     )
     assert (s.sharpen_share, s.recalibrate_bn, s.controller_input) == (0.0, 0, "image")
+
+
+@pytest.mark.parametrize(
+    "overrides, label",
+    [
+        ([], "paper-exact method"),
+        (["search.baseline=loo", "search.samples=4"], "named options search.baseline=loo search.samples=4"),
+        (
+            ["pretrain.sandwich=true", "search.reward_wrong=-30"],
+            "named options pretrain.sandwich=true search.reward_wrong=-30",
+        ),
+        (["search.alpha=0.5", "search.epochs=2"], "paper-exact method"),  # hyperparameters, not named options
+    ],
+)
+def test_method_label_names_each_option_used(overrides, label):
+    from instanas_core.config_io import apply_overrides
+
+    assert method_label(apply_overrides(get_preset("smoke"), overrides)) == label
+
+
+def test_book_figures_are_labelled_with_the_method(tmp_path):
+    from instanas_core.book import BookContext
+
+    for preset, method in (("cpu", "INSTANCE_AWARE_OPTIONS"), ("smoke", "paper-exact method")):
+        ctx = BookContext("03", get_preset(preset), tmp_path, 0, "a machine")
+        assert method in ctx.label and method in ctx.context("estimated")
+
+
+@pytest.mark.parametrize(
+    "preset, counts, raises",
+    [
+        ("cpu", [97, 3], True),  # one architecture over 2%: collapsed
+        ("cpu", [50, 30, 18, 2], False),  # three over 2%
+        (
+            "cpu",
+            [40, 30, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            True,
+        ),
+        ("smoke", [100], False),  # the smoke preset is exempt
+    ],
+)
+def test_check_spread_counts_architectures_with_two_percent(preset, counts, raises):
+    from instanas_core.book import BookError, check_spread
+
+    rng = np.random.default_rng(0)
+    archs = [rng.integers(0, 2, size=(17, 5)) for _ in counts]
+    policy = np.concatenate([np.repeat(a[None], c, axis=0) for a, c in zip(archs, counts)])  # (N, 17, 5)
+    if raises:
+        with pytest.raises(BookError, match="Figure 1: the controller routes"):
+            check_spread(get_preset(preset), policy, "Figure 1")
+        return
+    found = check_spread(get_preset(preset), policy, "Figure 1")
+    assert found["architectures"] == len(counts) and found["images"] == sum(counts)
+    assert found["over_share"] == sum(c >= 0.02 * sum(counts) for c in counts)
 
 
 def test_instance_aware_options_are_valid_overrides():

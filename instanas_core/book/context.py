@@ -21,7 +21,8 @@ __all__ = ["BookContext", "LATENCY_KINDS", "start"]
 @dataclass
 class BookContext:
     """What one notebook knows about its run: the preset's configuration, the run folder, where
-    figures and tables go, and a label naming preset, data set and machine for figure titles."""
+    figures and tables go, and a label naming preset, data set, method (paper-exact or the named
+    options used) and machine for figure titles."""
 
     notebook: str
     cfg: Any  # instanas_core.config.Config
@@ -41,9 +42,12 @@ class BookContext:
     def label(self) -> str:
         from ..data import dataset_info
 
+        from ..presets import method_label
+
         exp = self.cfg.experiment
         title = dataset_info(exp.dataset).title
-        return f"preset {self.preset} \u00b7 {title} \u00b7 width {exp.width_mult} \u00b7 {self.machine}"
+        parts = (f"preset {self.preset}", title, f"width {exp.width_mult}", method_label(self.cfg), self.machine)
+        return " \u00b7 ".join(parts)
 
     def for_config(self, cfg: Any) -> "BookContext":
         """The same notebook and run folder, labelled with another experiment's configuration

@@ -19,6 +19,7 @@ __all__ = [
     "figure7_data",
     "figure7_rows",
     "figure8_boxes",
+    "check_spread",
     "architecture_rows",
     "difficulty_config",
     "ensure_difficulty_run",
@@ -87,6 +88,32 @@ def figure7_rows(records: Mapping[str, Any], names: Sequence[str]) -> list[dict]
             }
         )
     return rows
+
+
+def check_spread(cfg: Any, policy: Any, figure: str, share: float = 0.02) -> dict:
+    """What Figures 1, 7 and 8 show of the controller's routing: distinct architectures among the
+    images' policies ``policy`` (N, T, K) and how many of them hold at least ``share`` of the images.
+
+    At a preset whose :class:`~instanas_core.presets.BookSettings` ask for ``min_architectures``
+    (the CPU presets, issue 15) fewer such architectures raise a :class:`BookError`: the figure
+    would show a collapsed controller, not a distribution of architectures."""
+    import numpy as np
+
+    flat = np.asarray(policy).reshape(len(policy), -1)
+    _, counts = np.unique(flat, axis=0, return_counts=True)
+    found = {"images": int(len(flat)), "architectures": int(len(counts))}
+    found["over_share"] = int((counts >= share * len(flat)).sum())
+    found["largest_share"] = float(counts.max() / len(flat)) if len(flat) else 0.0
+    want = book_settings(cfg.preset).min_architectures
+    if want and found["over_share"] < want:
+        raise BookError(
+            f"{figure}: the controller routes the {found['images']} images to {found['architectures']} architectures, "
+            f"{found['over_share']} of them with >= {share:.0%} of the images (the largest has "
+            f"{found['largest_share']:.0%}); preset {cfg.preset!r} asks for at least {want}, so that the figure shows "
+            "a distribution of architectures. The search collapsed: see docs/science-options.md for the options "
+            "that keep it instance-aware, and search/metrics.csv for how the policy moved."
+        )
+    return found
 
 
 def figure8_boxes(records: Mapping[str, Any], n_boxes: int = 3, seed: int = 0, min_images: int = 2) -> dict:

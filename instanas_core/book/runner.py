@@ -372,7 +372,8 @@ def _write_figures_readme(path: Path, manifest: dict, run: Path, pngs: list[Path
     notebooks = manifest.get("notebooks", {})
     cfg = book_preset(manifest["preset"])
     env = manifest.get("environment", {})
-    from ..data import dataset_info
+    from ..data import dataset_title
+    from ..presets import method_label
 
     lines = [
         f"# Figures of one reference run of the `{manifest['preset']}` preset",
@@ -380,8 +381,8 @@ def _write_figures_readme(path: Path, manifest: dict, run: Path, pngs: list[Path
         "Reduced-scale figures made on a CPU by the notebook book; they show that every stage runs and what it",
         "measures at this scale. They are **not** the paper's GPU results (see the tables' paper columns for those).",
         "",
-        f"- preset: `{manifest['preset']}`; data set: {dataset_info(cfg.experiment.dataset).title}; "
-        f"width {cfg.experiment.width_mult}",
+        f"- preset: `{manifest['preset']}`; data set: {dataset_title(cfg.experiment.dataset, cfg.experiment.data_root)}; "
+        f"width {cfg.experiment.width_mult}; {method_label(cfg)}",
         f"- machine: {env.get('device_name', '?')}, {env.get('cpu_count', '?')} cores; torch {env.get('torch', '?')}; "
         f"{env.get('platform', '')}",
         f"- command: `{command or 'instanas book --preset ' + manifest['preset'] + ' --run-dir ' + str(run)}`",

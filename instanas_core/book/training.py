@@ -195,6 +195,7 @@ def greedy_latencies(cfg: Any, run_dir: str | Path, variant: str = "C", split: s
         "model": what,
         "split": split,
         "distinct": int(torch.unique(flat, dim=0).shape[0]),
+        "policy": res["policy"].numpy(),  # (N, T, K)
     }
 
 

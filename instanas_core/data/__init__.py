@@ -10,7 +10,7 @@ from .imagefolder import load_rgb, prepare_tinyimagenet_val
 from .info import DatasetInfo
 from .loader import build_loader, seed_worker
 from .paths import data_root
-from .registry import build_dataset, dataset_info, list_datasets
+from .registry import build_dataset, dataset_info, dataset_title, external_test_split, list_datasets
 from .splits import split_per_class
 from .subsets import LabelledSubset, WithIndex, balanced_subset
 from .synthetic import SyntheticDifficulty
@@ -31,6 +31,8 @@ __all__ = [
     "cutout",
     "data_root",
     "dataset_info",
+    "dataset_title",
+    "external_test_split",
     "list_datasets",
     "load_rgb",
     "prepare_tinyimagenet_val",

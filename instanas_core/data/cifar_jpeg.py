@@ -4,10 +4,16 @@ packed into one ``train.npz`` (arrays ``jpeg``, ``offsets``, ``labels``; see
 offline, standing in for CIFAR-10 (paper §4.2, Table 1). Results measured on it are labelled
 "CIFAR-10 (JPEG q75)", never "CIFAR-10": JPEG artifacts cost a little accuracy.
 
-Only a training split exists in the file, so the splits are carved from it with a fixed seed
-(``split_seed=0``), class-balanced: ``val`` = 500 images per class (5,000), ``test`` = another
+Only a training split exists in the shared file, so the splits are carved from it with a fixed
+seed (``split_seed=0``), class-balanced: ``val`` = 500 images per class (5,000), ``test`` = another
 500 per class (5,000), ``train`` = the remaining 40,000 (4,000 per class). Change the slices with
 ``val_per_class`` / ``test_per_class``; report the split with any number measured on it.
+
+A ``test.npz`` beside ``train.npz`` (the same layout: ``jpeg``, ``offsets``, ``labels``; 32x32
+images, labels 0..9) is the test split instead: every image of it, with ``val`` carved from
+the training file alone and ``test_per_class`` unused. Results on it are labelled
+"CIFAR-10 test (JPEG q75)" (:func:`cifar10_jpeg_title`). A test file with another image size, a
+label outside the ten classes or a JPEG that does not decode is refused, naming the file.
 
 ``root`` is the folder holding ``train.npz`` (or a data root with a ``cifar10-jpeg/`` folder);
 without it, ``$INSTANAS_CIFAR10_JPEG``, else ``<data root>/cifar10-jpeg``, else the shared copy
@@ -44,6 +50,8 @@ __all__ = [
     "CIFAR10_JPEG_ENV_VAR",
     "CIFAR10_JPEG_INFO",
     "build_cifar10_jpeg",
+    "cifar10_jpeg_test_file",
+    "cifar10_jpeg_title",
     "load_packed_jpeg",
     "use_shared_cifar10_jpeg",
 ]
@@ -102,6 +110,22 @@ def _locate(root: str | os.PathLike[str] | None) -> Path:
     )
 
 
+def cifar10_jpeg_test_file(root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ``test.npz`` beside the located ``train.npz``, if there is one (see the module docstring)."""
+    test = _locate(root).with_name("test.npz")
+    return test if test.is_file() else None
+
+
+def cifar10_jpeg_title(root: str | os.PathLike[str] | None = None) -> str:
+    """How results on the test split are labelled: "CIFAR-10 test (JPEG q75)" when a ``test.npz``
+    is the test split, else the data set's title (the test split carved from the training file)."""
+    try:
+        test = cifar10_jpeg_test_file(root)
+    except DatasetError:  # data not here (a finished run read elsewhere): the title it was made with
+        test = None
+    return "CIFAR-10 test (JPEG q75)" if test is not None else CIFAR10_JPEG_INFO.title
+
+
 def _read_index(path: Path) -> tuple[np.lib.npyio.NpzFile, np.ndarray, np.ndarray]:
     """The open npz file and its validated offsets (N+1,) and labels (N,)."""
     try:
@@ -158,7 +182,11 @@ def load_packed_jpeg(
 ) -> tuple[np.ndarray, np.ndarray]:
     """All images of the packed file as uint8 (N, 32, 32, 3) and labels as int64 (N,), decoded
     once and cached (see the module docstring). Do not modify the arrays in place: they are shared."""
-    path = _locate(root)
+    return _load_file(_locate(root), cache_dir)
+
+
+def _load_file(path: Path, cache_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One packed file (``train.npz`` or ``test.npz``), decoded once and cached."""
     packed, offsets, labels = _read_index(path)
     stat = path.stat()
     digest = hashlib.sha1(f"{stat.st_size}-{stat.st_mtime_ns}".encode())
@@ -200,7 +228,13 @@ def build_cifar10_jpeg(
     test_per_class: int = 500,
     split_seed: int = 0,
 ) -> Dataset:
-    """The ``split`` of CIFAR-10 (JPEG q75) carved from the packed file (see the module docstring)."""
+    """The ``split`` of CIFAR-10 (JPEG q75) carved from the packed file, or the ``test.npz`` beside
+    it for ``test`` (see the module docstring)."""
+    test_file = cifar10_jpeg_test_file(root)
+    if test_file is not None and split == "test":
+        images, labels = _load_file(test_file, cache_dir)
+        return ArrayDataset(images, labels, CIFAR10_JPEG_INFO, CIFAR10_CLASSES, transform)
     images, labels = load_packed_jpeg(root, cache_dir)
-    parts = split_per_class(labels, {"val": val_per_class, "test": test_per_class}, seed=split_seed)
+    holdouts = {"val": val_per_class} if test_file is not None else {"val": val_per_class, "test": test_per_class}
+    parts = split_per_class(labels, holdouts, seed=split_seed)
     return ArrayDataset(images, labels, CIFAR10_JPEG_INFO, CIFAR10_CLASSES, transform).subset(parts[split])

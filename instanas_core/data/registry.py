@@ -15,7 +15,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from .cifar import CIFAR10_INFO, CIFAR100_INFO, build_cifar10, build_cifar100
-from .cifar_jpeg import CIFAR10_JPEG_INFO, build_cifar10_jpeg
+from .cifar_jpeg import CIFAR10_JPEG_INFO, build_cifar10_jpeg, cifar10_jpeg_test_file, cifar10_jpeg_title
 from .digits import DIGITS_INFO, build_digits
 from .errors import DatasetError
 from .imagefolder import IMAGENET_INFO, TINYIMAGENET_INFO, build_imagenet, build_tinyimagenet
@@ -24,13 +24,17 @@ from .subsets import WithIndex, balanced_subset
 from .synthetic import SYNTHETIC_INFO, build_synthetic
 from .transforms import build_transform
 
-__all__ = ["build_dataset", "dataset_info", "list_datasets"]
+__all__ = ["build_dataset", "dataset_info", "dataset_title", "external_test_split", "list_datasets"]
 
 
 @dataclass(frozen=True)
 class _Entry:
     info: DatasetInfo
     build: Callable[..., Dataset]
+    # A test split shipped beside the data (root -> its file, or None), used whole when present.
+    test_file: Callable[[Any], Any] | None = None
+    # How results on the test split are labelled, given the root (default: info.title).
+    title: Callable[[Any], str] | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {
@@ -41,7 +45,7 @@ _REGISTRY: dict[str, _Entry] = {
         _Entry(TINYIMAGENET_INFO, build_tinyimagenet),
         _Entry(IMAGENET_INFO, build_imagenet),
         _Entry(DIGITS_INFO, build_digits),
-        _Entry(CIFAR10_JPEG_INFO, build_cifar10_jpeg),
+        _Entry(CIFAR10_JPEG_INFO, build_cifar10_jpeg, cifar10_jpeg_test_file, cifar10_jpeg_title),
         _Entry(SYNTHETIC_INFO, build_synthetic),
     )
 }
@@ -61,6 +65,25 @@ def list_datasets() -> dict[str, DatasetInfo]:
 def dataset_info(name: str) -> DatasetInfo:
     """The description of data set ``name``, without loading it."""
     return _entry(name).info
+
+
+def dataset_title(name: str, root: str | os.PathLike[str] | None = None) -> str:
+    """How results on data set ``name`` at ``root`` are labelled: its title, or the title of the
+    test split that ships beside it (``cifar10-jpeg`` with a ``test.npz``: "CIFAR-10 test (JPEG q75)")."""
+    entry = _entry(name)
+    return entry.title(root) if entry.title is not None else entry.info.title
+
+
+def external_test_split(name: str, root: str | os.PathLike[str] | None = None) -> bool:
+    """Whether data set ``name`` at ``root`` has a test file of its own (``cifar10-jpeg``'s
+    ``test.npz``): then the test split is that file, whole, and nothing is carved for it."""
+    entry = _entry(name)
+    if entry.test_file is None:
+        return False
+    try:
+        return entry.test_file(root) is not None
+    except DatasetError:  # no data at all: building the split will say so
+        return False
 
 
 def build_dataset(

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["awareness_markdown", "awareness_figure", "awareness_rows", "plot_awareness", "SETTING_LABELS"]
+__all__ = [
+    "awareness_markdown",
+    "awareness_figure",
+    "awareness_rows",
+    "awareness_target_rows",
+    "plot_awareness",
+    "SETTING_LABELS",
+]
 
 SETTING_LABELS = {
     "options": "named options (INSTANCE_AWARE_OPTIONS)",
@@ -171,6 +178,22 @@ def awareness_rows(result: dict) -> list[dict]:
                     row[key] = _vs(c.get(key), accuracy=True)
                 rows.append(row)
     return rows
+
+
+def awareness_target_rows(result: dict) -> list[dict]:
+    """One row per target of issues 15 and 20 and data set: the named options' measured value and
+    whether it is met (a missed target is shown, not hidden)."""
+    return [
+        {
+            "data set": dataset,
+            "measured": d.get("measured", {}).get("date", ""),
+            "target": name,
+            "value": t["value"],
+            "met": "yes" if t.get("met") else "NO",
+        }
+        for dataset, d in result["datasets"].items()
+        for name, t in d["targets"].items()
+    ]
 
 
 def plot_awareness(result: dict, path: Path) -> Path:

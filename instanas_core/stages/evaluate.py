@@ -99,16 +99,31 @@ def difficulty_correlation(difficulty: np.ndarray, latency: np.ndarray) -> dict:
 
 
 def run_evaluate(
-    cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    results_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate ``cfg.evaluate.source`` on ``cfg.evaluate.split``; returns the summary. The
-    stage is short and is simply redone with ``resume``."""
+    stage is short and is simply redone with ``resume``. Test rows go to ``results_dir``'s
+    ``results.csv`` (default: the run's own)."""
     with distributed_session(cfg.experiment.device) as dist:
         # One process evaluates: rank 0 (its device), the others wait for its summary.
-        return on_main(dist, lambda: _evaluate(cfg, run_dir, overwrite, progress and dist.is_main, dist.device))
+        return on_main(
+            dist, lambda: _evaluate(cfg, run_dir, overwrite, progress and dist.is_main, dist.device, results_dir)
+        )
 
 
-def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool, device: torch.device) -> dict:
+def _evaluate(
+    cfg: Config,
+    run_dir: str | Path,
+    overwrite: bool,
+    progress: bool,
+    device: torch.device,
+    results_dir: str | Path | None = None,
+) -> dict:
     exp, evaluate_cfg = cfg.experiment, cfg.evaluate
     # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
     with (
@@ -200,7 +215,9 @@ def _evaluate(cfg: Config, run_dir: str | Path, overwrite: bool, progress: bool,
         costs = instanas_costs(meta_graph, controller, table, policy, device)
         summary.update({"params_mean": float(costs["params"].mean()), "macs_mean": float(costs["macs"].mean())})
         if evaluate_cfg.split == "test":  # reported numbers only; validation runs are for selection
-            summary["results_appended"] = _append_results(cfg, run_dir, summary, costs, str(device), variant)
+            summary["results_appended"] = _append_results(
+                cfg, results_dir or run_dir, summary, costs, str(device), variant
+            )
         summary["seconds"] = time.time() - t0
         save_json(start.out / "summary.json", summary)
     return summary

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..config import ConfigError, ExperimentConfig
-from ..data import DatasetError, build_dataset, build_loader
+from ..data import DatasetError, build_dataset, build_loader, external_test_split
 from ..data.loader import seed_worker
 from ..distributed import DistContext, contiguous_shard, per_rank_batch, rank_seed
 
@@ -43,6 +43,8 @@ def build_split(
     """One split of the experiment's data set, subset as configured. Items are
     ``(image, label[, difficulty][, index])``."""
     per_class = exp.train_per_class if split == "train" else exp.eval_per_class
+    if split == "test" and external_test_split(exp.dataset, exp.data_root):
+        per_class = None  # a test file shipped with the data (cifar10-jpeg's test.npz) is used whole
     options: dict[str, Any] = {}
     if exp.dataset == "synthetic-difficulty":
         if exp.data_size is not None:
