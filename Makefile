@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 PRESET ?= cpu
 RUN ?= runs/book-$(PRESET)
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: env book profile test clean-env
 
@@ -32,11 +33,13 @@ book: $(STAMP)
 profile: $(STAMP)
 	$(PY) -m instanas_core profile --resolution 32 --children 60 --out runs/profile-32
 
-# Lint and format checks first (seconds), then the tests.
+# Lint and format checks first (seconds), then the tests on two worker processes (pytest-xdist):
+# most tests train on one thread, so two workers use both cores. `--dist loadgroup` keeps each test
+# file on one worker, and every test of the smoke book run on the same worker (tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check instanas_core tests notebooks
 	$(PY) -m ruff format --check instanas_core tests
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean-env:
 	rm -rf $(VENV)

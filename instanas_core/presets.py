@@ -17,6 +17,7 @@ side by side, so that a new preset is one function and one decorator here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Callable
@@ -150,7 +151,6 @@ _CPU_BOOK = BookSettings(
     # 2-core build machine. A check of the pipeline more than of the claim.
     difficulty_size=2000,
     difficulty_overrides=("pretrain.epochs=4", "search.epochs=3"),
-    min_architectures=3,
 )
 
 
@@ -202,6 +202,14 @@ def _with_options(cfg: Config) -> Config:
     return apply_overrides(cfg, list(INSTANCE_AWARE_OPTIONS))
 
 
+# cifar10-cpu's Figures 1, 7 and 8 must show at least 3 architectures (issue 15): with the named
+# options the CIFAR-10 JPEG search of `instanas bench instance-awareness` deployed 39 (7 with >= 2%
+# of the test images). Not `cpu`: on digits the options' search collapses too (measured
+# 2026-12-05: 5 distinct policies on validation at search epoch 0, 1 from epoch 7 on; every child
+# is ~99% accurate, so no image needs a costlier architecture than another), and its figures say so.
+_CIFAR10_CPU_BOOK = dataclasses.replace(_CPU_BOOK, min_architectures=3)
+
+
 @_preset("cpu", _CPU_BOOK)
 def _cpu() -> Config:
     # Digits. Measured on the 2-core build machine: pretrain 4.8 min, search 4.8 min, finetune 0.5,
@@ -210,7 +218,7 @@ def _cpu() -> Config:
     return _with_options(_cpu_scale("cpu", experiment, epochs=12, finetune_epochs=6, measure_samples=16))
 
 
-@_preset("cifar10-cpu", _CPU_BOOK)
+@_preset("cifar10-cpu", _CIFAR10_CPU_BOOK)
 def _cifar10_cpu() -> Config:
     # CIFAR-10 (JPEG q75), 300 training and 100 validation/test images per class (3,000 / 1,000 /
     # 1,000). Measured on the 2-core build machine: 62 s per pre-training epoch, 93 s per search
@@ -264,8 +272,6 @@ NAMED_OPTION_FIELDS = {
 def named_options(cfg: Config) -> tuple[str, ...]:
     """The named options ``cfg`` turns on, as ``section.field=value`` overrides: every named-option
     field whose value differs from the paper's default (empty: the paper's exact method)."""
-    import dataclasses
-
     out = []
     for section, fields in NAMED_OPTION_FIELDS.items():
         stage = getattr(cfg, section)

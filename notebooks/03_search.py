@@ -124,13 +124,13 @@ ctx.table(book.search_rows(metrics), "03_search_per_epoch", latency="both", titl
 # %%
 fig1 = book.greedy_latencies(cfg, ctx.run_dir, figure1_variant, "test")
 assert len(fig1["latency_ms"]) > 0 and all(math.isfinite(v) for v in fig1["latency_ms"])
-spread = book.check_spread(cfg, fig1["policy"], "Figure 1")  # the CPU presets ask for >= 3 architectures
+spread = book.check_spread(cfg, fig1["policy"], "Figure 1")  # cifar10-cpu asks for >= 3 architectures
 print(f"{fig1['model']}: {len(fig1['latency_ms'])} test images, {fig1['distinct']} distinct architectures, "
       f"accuracy {100 * fig1['correct'].mean():.1f}% (meta-graph as searched, before fine-tuning)")
 ctx.show(
     plots.plot_latency_distribution(fig1["latency_ms"], reference=book.reference_lines(book.load_run_table(cfg, ctx.run_dir)),
                                     context=ctx.context("estimated"),
-                                    title=f"Figure 1: latency of the architecture assigned to each test image, {fig1['model']}"),
+                                    title=f"Figure 1: latency of the architecture assigned to each test image, {fig1['model']}: {spread['note']}"),
     "03_figure1_latency_distribution",
 )
 

@@ -56,11 +56,11 @@ ctx = book.start("08", preset, run_dir, seed=seed, namespace=globals())
 made = book.ensure_variant(ctx.cfg, ctx.run_dir, variant)
 records = book.load_records(made["folder"])
 assert len(records["label"]) == made["evaluate"]["n"] and records["latency_ms"].min() > 0
-book.check_spread(ctx.cfg, records["policy"], f"Figure 7 (variant {variant})")  # CPU presets: >= 3 architectures
+spread = book.check_spread(ctx.cfg, records["policy"], f"Figure 7 (variant {variant})")  # cifar10-cpu: >= 3 architectures
 fig7 = book.figure7_data(ctx.cfg, records, classes, per_class)
 assert all(abs(sum(r) / len(r)) < 1.0 for r in fig7["rel_latency"])
 ctx.show(plots.plot_sorted_by_latency(**fig7, context=ctx.context("estimated"),
-                                      title=f"Figure 7 (variant {variant}): test images sorted by their architecture's latency, relative to the class mean"),
+                                      title=f"Figure 7 (variant {variant}): test images sorted by their architecture's latency, relative to the class mean; {spread['note']}"),
          "08_figure7_sorted_by_latency")
 
 # %%

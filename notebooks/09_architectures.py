@@ -51,7 +51,7 @@ made = book.ensure_variant(ctx.cfg, ctx.run_dir, variant)
 records = book.load_records(made["folder"])
 n, t, k = records["probs"].shape
 assert (n, t, k) == records["policy"].shape and ((records["probs"] >= 0) & (records["probs"] <= 1)).all()
-book.check_spread(ctx.cfg, records["policy"], f"Figure 8 (variant {variant})")  # CPU presets: >= 3 architectures
+spread = book.check_spread(ctx.cfg, records["policy"], f"Figure 8 (variant {variant})")  # cifar10-cpu: >= 3 architectures
 print(f"variant {variant}: {n} test images, probability vectors of {t} cells x {k} modules, "
       f"{made['evaluate']['distinct_policies']} distinct architectures")
 
@@ -64,7 +64,7 @@ assert embedding.shape == (n, 2) and np.isfinite(embedding).all()
 chosen = book.figure8_boxes(records, boxes, seed)
 box_images = [book.split_images(ctx.cfg, "test", records["index"][ix][:images_per_box]) for ix in chosen["indices"]]
 ctx.show(plots.plot_umap(embedding, records["latency_ms"], box_images, chosen["indices"], chosen["labels"], images_per_box,
-                         context=ctx.context("estimated"), title=f"Figure 8 (variant {variant}): UMAP of the controller's probability vectors"),
+                         context=ctx.context("estimated"), title=f"Figure 8 (variant {variant}): UMAP of the controller's probability vectors; {spread['note']}"),
          "09_figure8_umap")
 
 # %%

@@ -102,9 +102,12 @@ def test_report_compares_at_equal_latency(tiny_run):
     } <= set(targets)
     assert all(isinstance(t.get("met", False), bool) for t in targets.values())
     # issue 20's target is the last epoch's cascade-2 comparison, met exactly when InstaNAS is no lower
-    cascade = targets["accuracy minus 2-stage cascade (pt)"]
-    assert cascade["value"] == last["cascade-2"]["instanas_minus_pt"]
-    assert cascade["met"] == (last["cascade-2"]["instanas_minus_pt"] >= 0)
+    # (no cascade-2 comparison where its curve does not reach InstaNAS's latency: then not met, NaN)
+    cascade, c2 = targets["accuracy minus 2-stage cascade (pt)"], last.get("cascade-2")
+    if c2:
+        assert cascade["value"] == c2["instanas_minus_pt"] and cascade["met"] == (c2["instanas_minus_pt"] >= 0)
+    else:
+        assert np.isnan(cascade["value"]) and cascade["met"] is False
     # synthetic-difficulty has levels: the level oracle (a ceiling, picked on validation) is reported
     assert report["level_oracle"] and "level oracle" in last
     assert all(set(o["latency_per_level_ms"]) == {0, 1, 2, 3, 4} for o in report["level_oracle"])

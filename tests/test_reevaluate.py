@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from instanas_core.cli import main
@@ -39,6 +40,14 @@ def test_reevaluation_reproduces_the_runs_own_accuracy_and_leaves_its_table(run_
         assert r.accuracy == pytest.approx(was.accuracy, abs=1e-9), r.name  # same images, same weights
         if r.name in baselines:  # a static network's latency is carried over, and says so
             assert r.latency_mean_ms == was.latency_mean_ms and "latency_from" in r.extra
+    # each variant's images get the same architecture and the same prediction as in the run's evaluation
+    for v in variants:
+        with (
+            np.load(run_copy / f"evaluate-{v}" / "records.npz") as a,
+            np.load(folders[0] / f"evaluate-{v}" / "records.npz") as b,
+        ):
+            for key in ("index", "label", "prediction", "policy", "latency_ms"):
+                assert np.array_equal(a[key], b[key]), (v, key)
     assert (run_copy / "results.csv").read_bytes() == own
     assert "| model |" in (folders[0] / "results.md").read_text()
     # a second re-evaluation into the same folder replaces its rows instead of adding to them

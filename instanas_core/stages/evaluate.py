@@ -37,6 +37,7 @@ from ..config import Config, config_from_dict
 from ..distributed import distributed_session, on_main, single_process
 from ..flops import count_macs, count_params
 from ..latency import TimingConfig, thread_limit
+from ..ownership import claim
 from ..policy import enforce_at_least_one
 from ..results import ResultRow, append_result
 from ..reward import reference_latencies
@@ -105,14 +106,17 @@ def run_evaluate(
     overwrite: bool = False,
     progress: bool = True,
     results_dir: str | Path | None = None,
+    out_name: str | None = None,
 ) -> dict:
     """Evaluate ``cfg.evaluate.source`` on ``cfg.evaluate.split``; returns the summary. The
     stage is short and is simply redone with ``resume``. Test rows go to ``results_dir``'s
-    ``results.csv`` (default: the run's own)."""
+    ``results.csv`` (default: the run's own); ``out_name`` (a path inside the run folder) replaces
+    ``evaluate.out_dir`` as the output folder (a re-evaluation nests its folders)."""
     with distributed_session(cfg.experiment.device) as dist:
         # One process evaluates: rank 0 (its device), the others wait for its summary.
         return on_main(
-            dist, lambda: _evaluate(cfg, run_dir, overwrite, progress and dist.is_main, dist.device, results_dir)
+            dist,
+            lambda: _evaluate(cfg, run_dir, overwrite, progress and dist.is_main, dist.device, results_dir, out_name),
         )
 
 
@@ -123,6 +127,7 @@ def _evaluate(
     progress: bool,
     device: torch.device,
     results_dir: str | Path | None = None,
+    out_name: str | None = None,
 ) -> dict:
     exp, evaluate_cfg = cfg.experiment, cfg.evaluate
     # Evaluation is cheap and has no resume state: re-running it replaces its outputs.
@@ -133,7 +138,7 @@ def _evaluate(
             "evaluate",
             resume=True,
             overwrite=overwrite,
-            out_name=evaluate_cfg.out_dir,
+            out_name=out_name or evaluate_cfg.out_dir,
             dist=single_process(device),
         ) as start,
         thread_limit(exp.threads),
@@ -314,7 +319,9 @@ def _write_records(out: Path, res: dict, correct, latency, measured, has_difficu
     cols = ["index", "label", "prediction", "correct", "latency_ms", "measured_latency_ms"]
     cols += ["difficulty"] if has_difficulty else []
     cols += ["policy"]
-    with (out / "records.csv").open("w", newline="") as f:
+    # Recorded in the stage folder's manifest, so that --overwrite (and the book re-evaluating a
+    # model trained again) may replace them: begin_stage already made this folder the stage's own.
+    with claim(out / "records.csv", force=True).open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for i in range(len(correct)):
@@ -342,11 +349,11 @@ def _write_records(out: Path, res: dict, correct, latency, measured, has_difficu
     }
     if has_difficulty:
         arrays["difficulty"] = res["difficulty"].numpy()
-    np.savez_compressed(out / "records.npz", **arrays)
+    np.savez_compressed(claim(out / "records.npz", force=True), **arrays)
 
 
 def _write_rates(path: Path, rates: np.ndarray, modules) -> None:
-    with path.open("w", newline="") as f:
+    with claim(path, force=True).open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cell", *modules])
         for t, row in enumerate(rates):

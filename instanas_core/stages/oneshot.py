@@ -28,6 +28,7 @@ from ..baselines import OneshotRecord, oneshot_search, pareto_front, shared_weig
 from ..config import Config, config_from_dict
 from ..distributed import DistContext, distributed_session, on_main
 from ..latency import thread_limit
+from ..ownership import claim
 from ..results import append_result
 from ..rundir import RunDirError, load_json, save_json, stage_dir
 from ..train import begin_stage, build_models, build_split, ensure_latency_table, make_loader, policy_bits
@@ -53,15 +54,16 @@ def _write_samples(out: Path, records: list[OneshotRecord], front: list[OneshotR
     on_front = {r.index for r in front}
     policies = torch.stack([r.policy for r in records])  # (N, T, K)
     bits = policy_bits(policies)
+    # recorded in the stage folder's manifest, so that --overwrite may replace them
     np.savez_compressed(
-        out / "samples.npz",
+        claim(out / "samples.npz", force=True),
         index=np.asarray([r.index for r in records]),
         accuracy_pct=np.asarray([r.accuracy for r in records]),
         table_latency_ms=np.asarray([r.latency_ms for r in records]),
         policy=policies.to(torch.uint8).numpy(),
     )
     for name, subset in (("samples.csv", records), ("frontier.csv", front)):
-        with (out / name).open("w", newline="") as f:
+        with claim(out / name, force=True).open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(ONESHOT_SAMPLE_COLUMNS)
             for r in subset:

@@ -75,10 +75,15 @@ def reevaluate_run(cfg: Config, run_dir: str | Path, progress: bool = True) -> d
     for letter in variants:
         if progress:
             print(f"variant {letter} on {title} ...", flush=True)
-        ev = dataclasses.replace(
-            cfg.evaluate, source=f"finetune-{letter}", split="test", out_dir=f"{name}/evaluate-{letter}"
+        ev = dataclasses.replace(cfg.evaluate, source=f"finetune-{letter}", split="test")
+        run_evaluate(
+            dataclasses.replace(cfg, evaluate=ev),
+            run,
+            overwrite=True,
+            progress=False,
+            results_dir=out,
+            out_name=f"{name}/evaluate-{letter}",
         )
-        run_evaluate(dataclasses.replace(cfg, evaluate=ev), run, overwrite=True, progress=False, results_dir=out)
     for folder in baselines:
         if progress:
             print(f"baseline {folder.name} on {title} ...", flush=True)
@@ -138,16 +143,27 @@ def _baseline_row(cfg: Config, run: Path, folder: Path) -> ResultRow:
     )
 
 
+def _key(r: ResultRow) -> tuple:
+    """What identifies a model's row: name, latency kind and its folder (two trainings of one
+    baseline, at two budgets, share a name) or, for InstaNAS, the fine-tuning it evaluates."""
+    return r.name, r.latency_kind, r.extra.get("folder") or r.extra.get("source")
+
+
+def _label(r: ResultRow) -> str:
+    folder = str(r.extra.get("folder") or "")
+    return r.name if not folder or folder.split("/")[-1] == r.name else f"{r.name} ({folder})"
+
+
 def _compare(before: list, after: list) -> list[dict]:
-    """One row per re-evaluated result: accuracy on the new split beside the run's own (same name
-    and latency kind; the last such row of RUN/results.csv)."""
-    old = {(r.name, r.latency_kind): r for r in before}
+    """One row per re-evaluated result: accuracy on the new split beside the run's own (the last
+    row of RUN/results.csv with the same :func:`_key`)."""
+    old = {_key(r): r for r in before}
     rows = []
     for r in after:
-        was = old.get((r.name, r.latency_kind))
+        was = old.get(_key(r))
         rows.append(
             {
-                "model": r.name,
+                "model": _label(r),
                 "latency kind": r.latency_kind,
                 "latency ms": r.latency_mean_ms,
                 "test images": r.extra.get("test_n"),
