@@ -69,3 +69,11 @@ def test_render_makes_pages_that_load_in_a_browser(browser, book_smoke_run, tmp_
     run, manifest = book_smoke_run
     render_book(run, tmp_path / "html")
     _check_book(browser, tmp_path / "html", notebooks=len(manifest["notebooks"]))
+
+
+def test_the_committed_reference_book_opens_in_a_browser(browser):
+    """``book/`` (the `cpu` reference run, rendered and committed so that a reader of the repository
+    sees every figure inside its notebook): the index and its ten pages load, with every image."""
+    folder = Path(__file__).resolve().parents[1] / "book"
+    assert (folder / "index.html").is_file(), "book/index.html is missing: instanas render --run-dir RUN --out book"
+    _check_book(browser, folder, notebooks=10)
