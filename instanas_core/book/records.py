@@ -106,8 +106,9 @@ def check_spread(cfg: Any, policy: Any, figure: str, share: float = 0.02) -> dic
     found["largest_share"] = float(counts.max() / len(flat)) if len(flat) else 0.0
     # for the figure's title: a collapsed controller is said, not left for the reader to spot
     found["note"] = (
-        f"{found['architectures']} architecture(s), {found['over_share']} with >= {share:.0%} of the images"
-        + (": the controller collapsed" if found["over_share"] < 2 else "")
+        f"collapsed to {found['architectures']} architecture(s)"
+        if found["over_share"] < 2
+        else f"{found['architectures']} architectures, {found['over_share']} with >= {share:.0%} of images"
     )
     want = book_settings(cfg.preset).min_architectures
     if want and found["over_share"] < want:
