@@ -27,6 +27,9 @@ _EXPORTS = {
     "build_loader": "data",
     "dataset_info": "data",
     "list_datasets": "data",
+    "load_pretrained": "weights",
+    "list_pretrained": "weights",
+    "publish_weights": "weights",
     "Controller": "controller",
     "ControllerConfig": "controller",
     "build_controller": "controller",
@@ -132,5 +135,8 @@ __all__ = [
     "run_finetune",
     "run_pretrain",
     "run_search",
+    "load_pretrained",
+    "list_pretrained",
+    "publish_weights",
     "__version__",
 ]

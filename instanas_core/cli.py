@@ -486,6 +486,28 @@ command("render", "render a finished book run as HTML pages (figures embedded) w
 )
 
 
+# ---- publish -------------------------------------------------------------------------------------
+def _publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="a run with the model finished")
+    p.add_argument("--model", required=True, help="InstaNAS-<L> (a fine-tuned variant) or a baseline folder's name")
+    p.add_argument("--name", required=True, help="the published name: NAME.pt, NAME.json and NAME.md")
+    p.add_argument("--out", default=None, help="destination folder (default weights/)")
+
+
+def _publish_run(args: argparse.Namespace) -> int:
+    from .weights import publish_weights
+
+    command = f"instanas publish --run-dir {args.run_dir} --model {args.model} --name {args.name}"
+    card = publish_weights(args.run_dir, args.model, args.name, args.out, command=command)
+    print(f"published {args.model} of {args.run_dir} as {card.with_suffix('.pt')} (card {card})")
+    return 0
+
+
+command("publish", "publish a finished model's weights (weights_only checkpoint) with a model card into weights/")(
+    (_publish_args, _publish_run)
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instanas", description="InstaNAS reproduction: stages, latency profiling and the notebook book."
