@@ -34,12 +34,14 @@ profile: $(STAMP)
 	$(PY) -m instanas_core profile --resolution 32 --children 60 --out runs/profile-32
 
 # Lint and format checks first (seconds), then the tests on two worker processes (pytest-xdist):
-# most tests train on one thread, so two workers use both cores. `--dist loadgroup` keeps each test
-# file on one worker, and every test of the smoke book run on the same worker (tests/conftest.py).
+# most tests train on one thread, so two workers use both cores. `--dist loadfile` keeps each test
+# file on one worker, in order (module fixtures, test_kill_resume's ordered stages). The session's
+# smoke book run is then made once per worker that needs it: xdist's `loadgroup`, which could
+# share it, does not group under pytest 9 (xdist 3.8 renames item._nodeid, which pytest 9 ignores).
 test: $(STAMP)
 	$(PY) -m ruff check instanas_core tests notebooks
 	$(PY) -m ruff format --check instanas_core tests
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean-env:
 	rm -rf $(VENV)
