@@ -18,7 +18,7 @@ LAYERS = [
     ("cost", {"flops", "latency", "reward"}),
     ("configuration", {"config", "config_io", "presets", "profile", "rundir", "results", "distributed"}),
     ("training", {"train", "baselines"}),
-    ("stages", {"stages", "pipeline"}),
+    ("stages", {"stages", "pipeline", "weights"}),
     ("front ends", {"plots", "book", "bench", "bench_awareness", "export", "cli", "__main__", "__init__"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
