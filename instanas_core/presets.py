@@ -3,11 +3,11 @@
 side by side, so that a new preset is one function and one decorator here.
 
 * ``smoke``       -- digits, width 0.25, a few batches: seconds per stage, for tests;
-* ``cpu``         -- digits (embedded data), width 0.5, the 24-channel stage at stride 2:
-  all stages well under 30 minutes on 2 cores;
+* ``cpu``         -- digits (embedded data), width 0.5, the 24-channel stage at stride 2, searched
+  with ``INSTANCE_AWARE_OPTIONS``: all stages well under 30 minutes on 2 cores;
 * ``cifar10-cpu`` -- CIFAR-10 (JPEG q75), width 0.5, 24-channel stage at stride 2, 300 training
-  and 100 validation/test images per class (3,000 / 1,000 / 1,000), 15/15/8 epochs: a
-  reduced-scale run for the notebook book on 2 cores, *not* the paper's scale;
+  and 100 validation/test images per class (3,000 / 1,000 / 1,000), 15/15/8 epochs, searched with
+  ``INSTANCE_AWARE_OPTIONS``: a reduced-scale run for the notebook book on 2 cores, *not* the paper's scale;
 * ``difficulty-cpu``, ``cifar10-awareness-cpu`` -- synthetic-difficulty and CIFAR-10 (JPEG q75) at
   width 0.25, 2,000 training images, for ``instanas bench instance-awareness``;
 * ``cifar10``, ``cifar100``, ``tinyimagenet``, ``imagenet`` -- the paper's settings (§4.2 and the
@@ -22,7 +22,6 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from .config_io import apply_overrides
 from .config import (
     VARIANT_NAMES,
     ComparatorConfig,
@@ -36,6 +35,7 @@ from .config import (
     SearchConfig,
     baseline_like_retrain,
 )
+from .config_io import apply_overrides
 
 __all__ = [
     "BookSettings",
@@ -212,8 +212,9 @@ _CIFAR10_CPU_BOOK = dataclasses.replace(_CPU_BOOK, min_architectures=3)
 
 @_preset("cpu", _CPU_BOOK)
 def _cpu() -> Config:
-    # Digits. Measured on the 2-core build machine: pretrain 4.8 min, search 4.8 min, finetune 0.5,
-    # evaluate 0.1.
+    # Digits. Measured on the 2-core build machine with the named options (the reference run of
+    # book/, 2026-12-05): pretrain 6.3 min, search about 8.5 min, each variant's fine-tuning about
+    # 1.5 min; before the options, 4.8 + 4.8 min.
     experiment = ExperimentConfig(dataset="digits", width_mult=0.5, stage24_stride=2, threads=1)
     return _with_options(_cpu_scale("cpu", experiment, epochs=12, finetune_epochs=6, measure_samples=16))
 
@@ -221,8 +222,9 @@ def _cpu() -> Config:
 @_preset("cifar10-cpu", _CIFAR10_CPU_BOOK)
 def _cifar10_cpu() -> Config:
     # CIFAR-10 (JPEG q75), 300 training and 100 validation/test images per class (3,000 / 1,000 /
-    # 1,000). Measured on the 2-core build machine: 62 s per pre-training epoch, 93 s per search
-    # epoch (+ ~50 s profiling), so about 16 + 24 + 7 minutes for the three stages.
+    # 1,000). Measured on the 2-core build machine before the named options: 62 s per pre-training
+    # epoch, 93 s per search epoch (+ ~50 s profiling), so about 16 + 24 + 7 minutes for the three
+    # stages. Not re-measured with them (4 policy draws per image make each controller step costlier).
     experiment = ExperimentConfig(
         dataset="cifar10-jpeg", width_mult=0.5, stage24_stride=2, train_per_class=300, eval_per_class=100, threads=1
     )
